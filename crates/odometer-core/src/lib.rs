@@ -1,0 +1,17 @@
+//! Odometer's domain: typed ids, metric definitions and their revisions, the update and lock
+//! rules, expressions, customers and organizations. No I/O, no async, no HTTP, no SQL.
+
+pub mod customer;
+pub mod expression;
+pub mod id;
+pub mod input;
+pub mod metric;
+pub mod metric_input;
+pub mod metric_update;
+pub mod problem;
+pub mod time;
+
+pub use customer::{Customer, CustomerSpec, Organization, OrganizationSettings};
+pub use id::{ApiKeyId, CustomerId, MetricId, OrganizationId};
+pub use metric::{Metric, MetricRevision, MetricSpec};
+pub use problem::{Problem, Problems};
