@@ -1,0 +1,91 @@
+//! The native API (`/v1`): metrics, customers, the organization; its OpenAPI document is
+//! generated from these handlers.
+
+pub mod customers;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod mapping;
+pub mod metrics;
+pub mod organization;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use error::ApiError;
+
+/// Request bodies of the catalog routes (events get their own, larger limit).
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+const DEFAULT_PAGE_LIMIT: u32 = 100;
+const MAX_PAGE_LIMIT: u32 = 1000;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Odometer",
+        description = "The native API of Odometer, a usage-metering engine. Authenticate with `Authorization: Bearer <key>`. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`; decimals travel as strings; instants are RFC 3339 with microseconds and `Z`.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "metrics", description = "Billable metrics and their revisions"),
+        (name = "customers", description = "The customers usage is metered for"),
+        (name = "organization", description = "The API key's organization"),
+        (name = "health", description = "Liveness"),
+    )
+)]
+struct NativeApi;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/v1` routes and the OpenAPI document generated from them.
+pub fn router() -> (Router<AppState>, OpenApiDoc) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(NativeApi::openapi())
+        .routes(routes!(metrics::create_metric, metrics::list_metrics))
+        .routes(routes!(metrics::get_metric, metrics::update_metric, metrics::delete_metric))
+        .routes(routes!(metrics::archive_metric))
+        .routes(routes!(metrics::unarchive_metric))
+        .routes(routes!(metrics::list_revisions))
+        .routes(routes!(metrics::get_revision))
+        .routes(routes!(customers::create_customer, customers::list_customers))
+        .routes(routes!(
+            customers::get_customer,
+            customers::update_customer,
+            customers::delete_customer
+        ))
+        .routes(routes!(organization::get_organization))
+        .split_for_parts();
+    // /healthz is served beside the API (unauthenticated) but documented with it.
+    let (_, health_doc) =
+        OpenApiRouter::<AppState>::new().routes(routes!(health::healthz)).split_for_parts();
+    openapi.merge(health_doc);
+    (router.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)), openapi)
+}
+
+/// A list's `limit`: 1 to 1000, 100 when absent; anything else is an error, not a clamp.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be from 1 to {MAX_PAGE_LIMIT}, not {n}"),
+        )),
+    }
+}

@@ -1,0 +1,61 @@
+//! `odometer serve`: opens the store, makes sure an organization exists (printing the first
+//! key once), and serves HTTP until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use odometer_api::AppState;
+use odometer_store::{tenants, Catalog};
+
+use crate::commands::{open_catalog, print_bootstrap};
+use crate::config::Config;
+
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let catalog = open_catalog(config).await?;
+    if catalog.list_organizations().await?.is_empty() {
+        let bootstrap = tenants::create_organization(catalog.as_ref(), "default").await?;
+        print_bootstrap(&bootstrap);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, data_dir = %config.data_dir().display(), "odometer is listening");
+    eprintln!("odometer listening on http://{local} (data in {})", config.data_dir().display());
+    let state = AppState { catalog: catalog as Arc<dyn Catalog> };
+    axum::serve(listener, odometer_api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    tracing::info!("odometer stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

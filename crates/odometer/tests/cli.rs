@@ -1,0 +1,220 @@
+//! The shipped binary, really started: `odometer serve` on a fresh data directory prints a key
+//! once, that key drives the metric lifecycle over HTTP, a restart keeps everything (and
+//! prints no new key), and the `init`, `keys` and `metrics` commands work on the same data.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn odometer(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odometer"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("ODOMETER_LISTEN")
+        .env_remove("ODOMETER_DATA_DIR");
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `odometer serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    /// The secret it printed on first start, if it printed one.
+    printed_key: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path) -> Server {
+    let port = free_port();
+    let mut child = odometer(data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read what it prints in the background; the key line starts with "odo_".
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
+                let _ = tx.send(key.to_owned());
+            }
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if reqwest::blocking::get(format!("{base}/healthz")).is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "odometer serve did not answer /healthz within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let printed_key = rx.recv_timeout(Duration::from_millis(500)).ok();
+    Server { child, base, printed_key }
+}
+
+fn call(
+    server: &Server,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.request(method, format!("{}{path}", server.base)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+#[test]
+fn serve_prints_a_key_once_and_the_key_drives_the_metric_lifecycle() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("odometer-data");
+    let server = start(&data);
+    let key = server.printed_key.clone().expect("first start prints an API key");
+
+    let (status, created) = call(
+        &server,
+        &key,
+        Method::POST,
+        "/v1/metrics",
+        Some(json!({
+            "code": "uploads", "name": "Uploaded bytes",
+            "aggregation": {"type": "sum", "field": "bytes"}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, patched) = call(
+        &server,
+        &key,
+        Method::PATCH,
+        &format!("/v1/metrics/{id}"),
+        Some(json!({"name": "Uploads"})),
+    );
+    assert_eq!((status, patched["revision"].as_u64()), (200, Some(2)));
+    let (_, revisions) =
+        call(&server, &key, Method::GET, &format!("/v1/metrics/{id}/revisions"), None);
+    assert_eq!(revisions["data"].as_array().unwrap().len(), 2);
+    let (status, _) = call(&server, &key, Method::POST, &format!("/v1/metrics/{id}/archive"), None);
+    assert_eq!(status, 200);
+
+    // A restart keeps the data, runs no migration twice and prints no new key.
+    drop(server);
+    let server = start(&data);
+    assert_eq!(server.printed_key, None);
+    let (status, got) = call(&server, &key, Method::GET, "/v1/metrics/uploads", None);
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["revision"], 2);
+    assert!(got["archived_at"].is_string());
+    let (status, _) = call(&server, &key, Method::DELETE, &format!("/v1/metrics/{id}"), None);
+    assert_eq!(status, 200);
+    let (status, gone) = call(&server, &key, Method::GET, &format!("/v1/metrics/{id}"), None);
+    assert_eq!((status, gone["error"]["code"].as_str()), (404, Some("metric_not_found")));
+    drop(server);
+
+    // The keys on disk are hashes: the secret appears nowhere in the data directory.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the key is stored in clear"
+        );
+    }
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn init_keys_and_metrics_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let (ok, out, _) = run(odometer(&data).args(["init", "--name", "acme"]), None);
+    assert!(ok);
+    assert!(out.contains("odo_"), "{out}");
+    let (ok, _, err) = run(odometer(&data).arg("init"), None);
+    assert!(!ok, "a second init must refuse");
+    assert!(err.contains("already initialized"), "{err}");
+
+    let (ok, out, _) = run(odometer(&data).args(["keys", "create", "--name", "ci"]), None);
+    assert!(ok && out.contains("odo_"), "{out}");
+    let (ok, out, _) = run(odometer(&data).args(["keys", "list", "--json"]), None);
+    assert!(ok);
+    let keys: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert!(!out.contains("secret"), "{out}");
+    let ci_key = keys.as_array().unwrap().iter().find(|k| k["name"] == "ci").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, _) = run(odometer(&data).args(["keys", "revoke", &ci_key]), None);
+    assert!(ok, "{out}");
+    let (_, out, _) = run(odometer(&data).args(["keys", "list"]), None);
+    assert!(out.contains("revoked"), "{out}");
+
+    let definition = r#"{"code": "gpu", "name": "GPU seconds", "aggregation": {"type": "sum", "field": "seconds"}}"#;
+    let (ok, out, err) = run(odometer(&data).args(["metrics", "create"]), Some(definition));
+    assert!(ok, "{err}");
+    let metric: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(metric["revision"], 1);
+
+    let patch_file = dir.path().join("patch.json");
+    std::fs::write(&patch_file, r#"{"rounding": {"function": "ceil", "precision": 0}}"#).unwrap();
+    let (ok, out, err) =
+        run(odometer(&data).args(["metrics", "update", "gpu"]).arg(&patch_file), None);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["revision"], 2);
+
+    let (ok, _, err) = run(
+        odometer(&data).args(["metrics", "create", "-"]),
+        Some(r#"{"code": "bad", "aggregation": {"type": "sum"}}"#),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("aggregation.field") && err.contains("missing_field") && err.contains("name"),
+        "{err}"
+    );
+
+    let (ok, out, _) = run(odometer(&data).args(["metrics", "list"]), None);
+    assert!(ok && out.contains("gpu") && out.contains("GPU seconds"), "{out}");
+    let (ok, out, _) = run(odometer(&data).args(["metrics", "get", "gpu"]), None);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["rounding"]["function"], "ceil");
+}
