@@ -634,6 +634,14 @@ async fn malformed_requests_get_json_errors_never_5xx() {
             "metric_not_found",
         );
     }
+    // Undecodable path segments are a JSON 400, not plain text.
+    for path in ["/v1/metrics/%FF", "/v1/metrics/m/revisions/%FF", "/v1/customers/%C3%28"] {
+        assert_error(
+            &app.call(Method::GET, path, None).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        );
+    }
     // The server still answers and nothing was stored.
     assert_eq!(app.call(Method::GET, "/v1/metrics", None).await.body["data"], json!([]));
 }

@@ -1,6 +1,6 @@
 //! `/v1/customers`: create, list, get, patch, delete (addressed by external id).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use odometer_store::customers as ops;
@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use super::dto::{CustomerDto, CustomerInput, ListDto};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, QueryParams, Tenant};
+use super::extract::{JsonBody, PathParams, QueryParams, Tenant};
 use super::{mapping, page_limit};
 use crate::AppState;
 
@@ -70,7 +70,7 @@ pub async fn list_customers(
 pub async fn get_customer(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(external_id): Path<String>,
+    PathParams(external_id): PathParams<String>,
 ) -> Result<Json<CustomerDto>, ApiError> {
     let customer = state.catalog.get_customer(tenant.organization_id, &external_id).await?;
     Ok(Json(mapping::customer(&customer)))
@@ -89,7 +89,7 @@ pub async fn get_customer(
 pub async fn update_customer(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(external_id): Path<String>,
+    PathParams(external_id): PathParams<String>,
     JsonBody(patch): JsonBody,
 ) -> Result<Json<CustomerDto>, ApiError> {
     let customer =
@@ -106,7 +106,7 @@ pub async fn update_customer(
 pub async fn delete_customer(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(external_id): Path<String>,
+    PathParams(external_id): PathParams<String>,
 ) -> Result<Json<CustomerDto>, ApiError> {
     let customer = state.catalog.delete_customer(tenant.organization_id, &external_id).await?;
     Ok(Json(mapping::customer(&customer)))

@@ -1,6 +1,6 @@
 //! `/v1/metrics`: create, list, get, patch, archive, unarchive, delete, revisions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use odometer_core::MetricId;
@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 
 use super::dto::{ListDto, MetricDto, MetricInput, MetricRevisionDto};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, QueryParams, Tenant};
+use super::extract::{JsonBody, PathParams, QueryParams, Tenant};
 use super::{mapping, page_limit};
 use crate::AppState;
 
@@ -86,7 +86,7 @@ pub async fn list_metrics(
 pub async fn get_metric(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric = find_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code).await?;
     Ok(Json(mapping::metric(&metric)))
@@ -110,7 +110,7 @@ pub async fn get_metric(
 pub async fn update_metric(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
     JsonBody(patch): JsonBody,
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric =
@@ -131,7 +131,7 @@ pub async fn update_metric(
 pub async fn delete_metric(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric =
         ops::delete_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code).await?;
@@ -146,7 +146,7 @@ pub async fn delete_metric(
 pub async fn archive_metric(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric =
         ops::archive_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code).await?;
@@ -161,7 +161,7 @@ pub async fn archive_metric(
 pub async fn unarchive_metric(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric =
         ops::unarchive_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code).await?;
@@ -190,7 +190,7 @@ async fn revision_owner(
 pub async fn list_revisions(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path(id_or_code): Path<String>,
+    PathParams(id_or_code): PathParams<String>,
 ) -> Result<Json<ListDto<MetricRevisionDto>>, ApiError> {
     let id = revision_owner(&state, tenant, &id_or_code).await?;
     let revisions = state.catalog.list_metric_revisions(tenant.organization_id, id).await?;
@@ -208,7 +208,7 @@ pub async fn list_revisions(
 pub async fn get_revision(
     tenant: Tenant,
     State(state): State<AppState>,
-    Path((id_or_code, revision)): Path<(String, String)>,
+    PathParams((id_or_code, revision)): PathParams<(String, String)>,
 ) -> Result<Json<MetricRevisionDto>, ApiError> {
     let id = revision_owner(&state, tenant, &id_or_code).await?;
     let number =
