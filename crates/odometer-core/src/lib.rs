@@ -2,14 +2,18 @@
 //! rules, expressions, customers and organizations. No I/O, no async, no HTTP, no SQL.
 
 pub mod customer;
+pub mod engine;
+pub mod event;
 pub mod expression;
 pub mod id;
 pub mod input;
+pub mod intake;
 pub mod metric;
 pub mod metric_input;
 pub mod metric_update;
 pub mod problem;
 pub mod time;
+pub mod usage;
 
 pub use customer::{Customer, CustomerSpec, Organization, OrganizationSettings};
 pub use id::{ApiKeyId, CustomerId, MetricId, OrganizationId};

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod conformance;
 pub mod customers;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod metrics;
 pub mod tenants;
@@ -14,3 +15,4 @@ pub use catalog::{
     NewApiKey, Page,
 };
 pub use error::{Entity, StoreError};
+pub use events::{EventListParams, EventStore, UsageQueryError};

@@ -1,0 +1,424 @@
+//! The DuckDB event store: exactly-once appends checked against an in-memory fingerprint
+//! index, durable commits, and usage computed from the stored events.
+//!
+//! Exactly-once does not use a DuckDB key: a `PRIMARY KEY` makes appends slow as its in-memory
+//! index grows. Instead every event row carries the 128-bit fingerprint of its identity
+//! `(organization, customer, transaction_id)` and a 128-bit hash of its content; at start the
+//! store reads those two columns back into a hash map, and appends check the map under the
+//! writer lock. A batch is written in one transaction and the map is only updated after the
+//! commit returned, so an event is acknowledged only once it is durable, and a crash between
+//! the commit and the map update loses nothing: the next start rebuilds the map from the rows.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use duckdb::{params, Connection};
+use odometer_core::engine::compute_usage;
+use odometer_core::event::{Event, StoredEvent};
+use odometer_core::intake::{
+    batch_rejection, conflict_rejection, content_hash, event_fingerprint, EventOutcome,
+};
+use odometer_core::metric::AggregationType;
+use odometer_core::usage::{UsageQuery, UsageResult};
+use odometer_core::{time, MetricSpec, OrganizationId};
+use odometer_store::events::{EventListParams, EventStore, UsageQueryError};
+use odometer_store::{Page, StoreError};
+use serde_json::{Map, Value};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq             UBIGINT NOT NULL,
+    org             VARCHAR NOT NULL,
+    customer        VARCHAR NOT NULL,
+    transaction_id  VARCHAR NOT NULL,
+    code            VARCHAR NOT NULL,
+    ts              BIGINT NOT NULL,
+    ingested_at     BIGINT NOT NULL,
+    properties      VARCHAR NOT NULL,
+    fingerprint     UHUGEINT NOT NULL,
+    content         UHUGEINT NOT NULL
+);
+INSERT INTO odometer_meta VALUES ('events_schema_version', '1') ON CONFLICT DO NOTHING;
+";
+
+/// What the index keeps per stored event identity.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    content: u128,
+    /// The event's sequence within its organization.
+    sequence: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    /// Fingerprint of `(organization, customer, transaction_id)` to what was stored under it.
+    index: HashMap<u128, IndexEntry>,
+    /// Each organization's next sequence (semantics 1.5: from 1, strictly increasing).
+    next_sequence: HashMap<String, u64>,
+}
+
+/// Events in DuckDB (`events.duckdb` in the data directory).
+#[derive(Clone)]
+pub struct DuckEventStore {
+    writer: Arc<Mutex<Writer>>,
+    /// A second connection for reads, so queries do not wait behind appends.
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for DuckEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuckEventStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
+    mutex.lock().map_err(|_| StoreError::Backend("event store lock poisoned".into()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
+}
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_micros(micros).single().ok_or_else(|| backend(format!("stored instant {micros} out of range")))
+}
+
+impl DuckEventStore {
+    /// Opens (creating if needed) the event database at `path` and rebuilds the exactly-once
+    /// index from it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(backend)?;
+            }
+            Self::from_connection(Connection::open(&path).map_err(backend)?)
+        })
+        .await
+    }
+
+    /// An event store in memory, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::from_connection(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn from_connection(conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let mut index = HashMap::new();
+        let mut next_sequence: HashMap<String, u64> = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT fingerprint, content, seq, org FROM events").map_err(backend)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, u128>(0)?,
+                        row.get::<_, u128>(1)?,
+                        row.get::<_, u64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?;
+            for row in rows {
+                let (fingerprint, content, sequence, org) = row.map_err(backend)?;
+                let next = next_sequence.entry(org).or_insert(1);
+                *next = (*next).max(sequence + 1);
+                index.insert(fingerprint, IndexEntry { content, sequence });
+            }
+        }
+        let reader = conn.try_clone().map_err(backend)?;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(Writer { conn, index, next_sequence })),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// How many distinct events are stored (the size of the exactly-once index).
+    pub fn len(&self) -> Result<usize, StoreError> {
+        Ok(lock(&self.writer)?.index.len())
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// Where the first event of a conflicting key is.
+enum FirstOfKey {
+    Stored(u64),
+    InBatch(usize),
+}
+
+fn write_batch(
+    writer: &mut Writer,
+    org: OrganizationId,
+    events: Vec<Event>,
+    atomic: bool,
+) -> Result<Vec<EventOutcome>, StoreError> {
+    let org_text = org.to_string();
+    let first_sequence = writer.next_sequence.get(&org_text).copied().unwrap_or(1);
+    let mut sequence = first_sequence;
+    let keyed: Vec<(u128, u128)> = events
+        .iter()
+        .map(|e| (event_fingerprint(org, &e.customer, &e.transaction_id), content_hash(e)))
+        .collect();
+    // Classify every event against what is stored and what came earlier in this batch.
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut conflicts: Vec<(usize, FirstOfKey)> = Vec::new();
+    let mut in_batch: HashMap<u128, (usize, u64)> = HashMap::new();
+    for (i, &(fingerprint, content)) in keyed.iter().enumerate() {
+        let known = writer.index.get(&fingerprint).map(|e| (e.content, e.sequence, None));
+        let earlier = in_batch.get(&fingerprint).map(|&(j, seq)| (keyed[j].1, seq, Some(j)));
+        let outcome = match known.or(earlier) {
+            Some((first_content, first_sequence, _)) if first_content == content => {
+                EventOutcome::Duplicate { sequence: first_sequence }
+            }
+            Some((_, first_sequence, batch_index)) => {
+                let first = batch_index.map_or(FirstOfKey::Stored(first_sequence), FirstOfKey::InBatch);
+                conflicts.push((i, first));
+                // Filled in below, once the first event is at hand.
+                EventOutcome::Duplicate { sequence: 0 }
+            }
+            None => {
+                in_batch.insert(fingerprint, (i, sequence));
+                sequence += 1;
+                EventOutcome::Accepted { sequence: sequence - 1 }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for (i, first) in conflicts {
+        let first_event = match first {
+            FirstOfKey::InBatch(j) => events[j].clone(),
+            FirstOfKey::Stored(seq) => {
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
+                read_events(&writer.conn, &sql, &[&org_text, &seq])?
+                    .pop()
+                    .map(|stored| stored.event)
+                    .ok_or_else(|| backend(format!("indexed event {seq} is missing")))?
+            }
+        };
+        outcomes[i] = EventOutcome::Rejected(conflict_rejection(&first_event, &events[i]));
+    }
+    let rejected: Vec<usize> =
+        outcomes.iter().enumerate().filter(|(_, o)| !o.is_stored()).map(|(i, _)| i).collect();
+    if atomic && !rejected.is_empty() {
+        let not_stored = batch_rejection(rejected.len(), rejected[0]);
+        for outcome in &mut outcomes {
+            if outcome.is_stored() {
+                *outcome = EventOutcome::Rejected(not_stored.clone());
+            }
+        }
+        return Ok(outcomes);
+    }
+    if sequence == first_sequence {
+        return Ok(outcomes);
+    }
+    let ingested_at = micros(&time::now());
+    writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
+    let appended = append_rows(&writer.conn, &org_text, &events, &keyed, &outcomes, ingested_at);
+    if let Err(err) = appended.and_then(|()| writer.conn.execute_batch("COMMIT").map_err(backend)) {
+        let _ = writer.conn.execute_batch("ROLLBACK");
+        return Err(err);
+    }
+    // Durable now: make the new identities known and advance the sequence.
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let EventOutcome::Accepted { sequence } = *outcome {
+            writer.index.insert(keyed[i].0, IndexEntry { content: keyed[i].1, sequence });
+        }
+    }
+    writer.next_sequence.insert(org_text, sequence);
+    Ok(outcomes)
+}
+
+fn append_rows(
+    conn: &Connection,
+    org: &str,
+    events: &[Event],
+    keyed: &[(u128, u128)],
+    outcomes: &[EventOutcome],
+    ingested_at: i64,
+) -> Result<(), StoreError> {
+    let mut appender = conn.appender("events").map_err(backend)?;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let EventOutcome::Accepted { sequence } = *outcome else { continue };
+        let event = &events[i];
+        let properties = serde_json::to_string(&event.properties).map_err(backend)?;
+        appender
+            .append_row(params![
+                sequence,
+                org,
+                event.customer,
+                event.transaction_id,
+                event.code,
+                micros(&event.timestamp),
+                ingested_at,
+                properties,
+                keyed[i].0,
+                keyed[i].1,
+            ])
+            .map_err(backend)?;
+    }
+    appender.flush().map_err(backend)
+}
+
+const EVENT_COLUMNS: &str = "seq, customer, transaction_id, code, ts, ingested_at, properties";
+
+fn read_events(conn: &Connection, sql: &str, params: &[&dyn duckdb::ToSql]) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, u64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, String>(6)?,
+            ))
+        })
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (sequence, customer, transaction_id, code, ts, ingested_at, properties) = row.map_err(backend)?;
+        let properties: Map<String, Value> = serde_json::from_str(&properties).map_err(backend)?;
+        out.push(StoredEvent {
+            event: Event { transaction_id, code, customer, timestamp: instant(ts)?, properties },
+            sequence,
+            ingested_at: instant(ingested_at)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The events a usage query needs: the customer's events of the metric's code that happened
+/// before the period's end (from its start only when nothing carries over), ingested by `as_of`.
+fn usage_events(conn: &Connection, org: &str, customer: &str, spec: &MetricSpec, query: &UsageQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    let carries_over = spec.aggregation.recurring;
+    let from = if carries_over { i64::MIN } else { micros(&query.from) };
+    let to = micros(&query.to);
+    let as_of = query.as_of.as_ref().map_or(i64::MAX, micros);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND customer = ? AND code = ? \
+         AND ts >= ? AND ts < ? AND ingested_at <= ? ORDER BY seq"
+    );
+    read_events(conn, &sql, &[&org, &customer, &spec.event_code, &from, &to, &as_of])
+}
+
+#[async_trait]
+impl EventStore for DuckEventStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let reader = self.reader.clone();
+        blocking(move || {
+            lock(&reader)?.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)
+        })
+        .await
+    }
+
+    async fn append(&self, org: OrganizationId, events: Vec<Event>, atomic: bool) -> Result<Vec<EventOutcome>, StoreError> {
+        let writer = self.writer.clone();
+        blocking(move || write_batch(&mut *lock(&writer)?, org, events, atomic)).await
+    }
+
+    async fn get_event(&self, org: OrganizationId, customer: &str, transaction_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let fingerprint = event_fingerprint(org, customer, transaction_id);
+        let Some(entry) = lock(&self.writer)?.index.get(&fingerprint).copied() else {
+            return Ok(None);
+        };
+        let reader = self.reader.clone();
+        blocking(move || {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
+            let org = org.to_string();
+            let conn = lock(&reader)?;
+            Ok(read_events(&conn, &sql, &[&org, &entry.sequence])?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn list_events(&self, org: OrganizationId, params: &EventListParams) -> Result<Page<StoredEvent>, StoreError> {
+        let after: u64 = match &params.cursor {
+            None => 0,
+            Some(cursor) => cursor.parse().map_err(|_| StoreError::InvalidCursor)?,
+        };
+        let params = params.clone();
+        let reader = self.reader.clone();
+        blocking(move || {
+            let org = org.to_string();
+            let customer = params.customer.clone().unwrap_or_default();
+            let code = params.code.clone().unwrap_or_default();
+            let from = params.from.as_ref().map_or(i64::MIN, micros);
+            let to = params.to.as_ref().map_or(i64::MAX, micros);
+            let limit = u64::from(params.limit.clamp(1, 1000));
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq > ? \
+                 AND (? = '' OR customer = ?) AND (? = '' OR code = ?) AND ts >= ? AND ts < ? \
+                 ORDER BY seq LIMIT ?"
+            );
+            let fetch = limit + 1;
+            let conn = lock(&reader)?;
+            let mut items = read_events(
+                &conn,
+                &sql,
+                &[&org, &after, &customer, &customer, &code, &code, &from, &to, &fetch],
+            )?;
+            let next_cursor = if items.len() as u64 > limit {
+                items.truncate(limit as usize);
+                items.last().map(|e| e.sequence.to_string())
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn usage(&self, org: OrganizationId, customer: &str, spec: &MetricSpec, query: &UsageQuery) -> Result<UsageResult, UsageQueryError> {
+        let customers = [customer.to_owned()];
+        let mut results = self.usage_of_customers(org, &customers, spec, query).await?;
+        results.pop().ok_or_else(|| StoreError::Backend("usage query returned nothing".into()).into())
+    }
+
+    async fn usage_of_customers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageResult>, UsageQueryError> {
+        if spec.aggregation.kind == AggregationType::CustomSql {
+            return Err(odometer_core::usage::UsageError::UnsupportedAggregation.into());
+        }
+        let reader = self.reader.clone();
+        let customers = customers.to_vec();
+        let spec = spec.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            let org = org.to_string();
+            let conn = lock(&reader)?;
+            let mut results = Vec::with_capacity(customers.len());
+            for customer in &customers {
+                let events = usage_events(&conn, &org, customer, &spec, &query)?;
+                results.push(compute_usage(&spec, &events, &query)?);
+            }
+            Ok(results)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("usage task failed: {e}")))?
+    }
+}

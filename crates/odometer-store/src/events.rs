@@ -1,0 +1,98 @@
+//! The `EventStore` trait: exactly-once appends, reads of stored events, and usage queries
+//! that every backend answers exactly as the reference engine does.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use odometer_core::event::{Event, StoredEvent};
+use odometer_core::intake::EventOutcome;
+use odometer_core::usage::{UsageError, UsageQuery, UsageResult};
+use odometer_core::{MetricSpec, OrganizationId};
+
+use crate::catalog::Page;
+use crate::error::StoreError;
+
+/// Parameters of an event list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventListParams {
+    pub customer: Option<String>,
+    pub code: Option<String>,
+    /// Event timestamps at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Event timestamps before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// 1 to 1000.
+    pub limit: u32,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Why a usage query failed: the question, or the store.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UsageQueryError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl UsageQueryError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Usage(e) => e.code(),
+            Self::Store(e) => e.code(),
+        }
+    }
+}
+
+/// Where accepted events are kept and usage is computed.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Whether the store answers (for `/healthz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Appends events that passed validation, exactly once by `(organization, customer,
+    /// transaction_id)` for all time (semantics 2.2), answering one outcome per event in order.
+    /// When this returns, every `Accepted` event is durable. With `atomic`, either every event
+    /// is accepted or duplicate, or nothing is stored.
+    async fn append(
+        &self,
+        org: OrganizationId,
+        events: Vec<Event>,
+        atomic: bool,
+    ) -> Result<Vec<EventOutcome>, StoreError>;
+
+    /// One stored event by its identity.
+    async fn get_event(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        transaction_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Stored events in ingestion order, one page.
+    async fn list_events(
+        &self,
+        org: OrganizationId,
+        params: &EventListParams,
+    ) -> Result<Page<StoredEvent>, StoreError>;
+
+    /// Usage of one customer for one metric revision (`spec`), as semantics sections 4 and 5
+    /// define it: identical to `odometer_core::engine::compute_usage` over the customer's
+    /// stored events.
+    async fn usage(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<UsageResult, UsageQueryError>;
+
+    /// Usage of several customers at once (the invoice run), in the order given.
+    async fn usage_of_customers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageResult>, UsageQueryError>;
+}
