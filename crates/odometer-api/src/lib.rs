@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use odometer_store::Catalog;
+use odometer_store::{Catalog, EventStore};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -19,6 +19,7 @@ pub use request_context::REQUEST_ID_HEADER;
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
+    pub events: Arc<dyn EventStore>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use odometer_api::AppState;
 use odometer_core::{MetricId, OrganizationId};
-use odometer_embedded::SqliteCatalog;
+use odometer_embedded::{DuckEventStore, SqliteCatalog};
 use odometer_store::tenants::create_organization;
-use odometer_store::Catalog;
+use odometer_store::{Catalog, EventStore};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -32,7 +32,11 @@ async fn spawn_app() -> TestApp {
     let b = create_organization(catalog.as_ref(), "globex").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = AppState { catalog: catalog.clone() as Arc<dyn Catalog> };
+    let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
+    let state = AppState {
+        catalog: catalog.clone() as Arc<dyn Catalog>,
+        events: events as Arc<dyn EventStore>,
+    };
     tokio::spawn(async move { axum::serve(listener, odometer_api::app(state)).await });
     TestApp {
         base: format!("http://{addr}"),
@@ -661,7 +665,7 @@ async fn request_ids_health_openapi_and_docs() {
         .unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "req-123");
     let health: Value = echoed.json().await.unwrap();
-    assert_eq!(health, json!({"status": "ok", "store": "ok"}));
+    assert_eq!(health, json!({"status": "ok", "catalog": "ok", "events": "ok"}));
     let unauthorized = app.call_with(Method::GET, "/v1/metrics", None, None).await;
     assert!(unauthorized.headers.contains_key("x-request-id"));
 
@@ -683,4 +687,241 @@ async fn request_ids_health_openapi_and_docs() {
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(docs.text().await.unwrap().contains("/v1/metrics/{id_or_code}/revisions"));
+}
+
+async fn seed_customers_and_metric(app: &TestApp) {
+    for c in ["acme", "globex"] {
+        let answer = app.call(Method::POST, "/v1/customers", Some(json!({"external_id": c}))).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+    app.create_metric(json!({
+        "code": "storage", "name": "Storage",
+        "aggregation": {"type": "sum", "field": "bytes"},
+        "segmentation": {"type": "single", "key": "region", "values": ["eu", "us"]}
+    }))
+    .await;
+}
+
+fn event(tx: &str, customer: &str, ts: &str, props: Value) -> Value {
+    json!({"transaction_id": tx, "code": "storage", "customer": customer, "timestamp": ts, "properties": props})
+}
+
+#[tokio::test]
+async fn a_mixed_batch_answers_each_event_and_stores_exactly_the_good_ones() {
+    let app = spawn_app().await;
+    seed_customers_and_metric(&app).await;
+    let first = app
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(event("t1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 10, "region": "eu"}))),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["accepted"], 1);
+
+    let in_two_hours = (chrono::Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339();
+    let batch = json!({"events": [
+        event("t2", "acme", "2026-01-01T11:00:00Z", json!({"bytes": "2.5", "region": "us"})),
+        event("t1", "acme", "2026-01-01T10:00:00Z", json!({"region": "eu", "bytes": 10})),
+        event("t1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 11, "region": "eu"})),
+        {"transaction_id": "t3", "code": "nope", "customer": "acme", "timestamp": "2026-01-01T10:00:00Z"},
+        event("t4", "nobody", "2026-01-01T10:00:00Z", json!({"bytes": 1})),
+        event("t5", "acme", "2026-01-01T10:00:00Z", json!({"bytes": "lots"})),
+        event("t6", "acme", &in_two_hours, json!({"bytes": 1})),
+        {"code": "storage", "customer": "acme"},
+        event("t7", "acme", "yesterday", json!({})),
+        event("t8", "globex", "1767261600", json!({"region": "apac"})),
+    ]});
+    let answer = app.call(Method::POST, "/v1/events", Some(batch)).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    let statuses: Vec<(&str, &str)> = answer.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap(), r["error"]["code"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("accepted", ""),
+            ("duplicate", ""),
+            ("rejected", "transaction_id_conflict"),
+            ("rejected", "unknown_code"),
+            ("rejected", "unknown_customer"),
+            ("rejected", "invalid_value"),
+            ("rejected", "timestamp_in_future"),
+            ("rejected", "missing_field"),
+            ("rejected", "invalid_timestamp"),
+            ("accepted", ""),
+        ]
+    );
+    assert_eq!(
+        (
+            answer.body["accepted"].clone(),
+            answer.body["duplicates"].clone(),
+            answer.body["rejected"].clone()
+        ),
+        (json!(2), json!(1), json!(7))
+    );
+    let message = answer.body["results"][5]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("storage"), "{message}");
+
+    // Exactly t1, t2 and t8 are stored, and t1 kept its first content.
+    let listed = app.call(Method::GET, "/v1/events?limit=100", None).await;
+    let stored: Vec<&str> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, ["t1", "t2", "t8"]);
+    let t1 = app.call(Method::GET, "/v1/events/t1?customer=acme", None).await;
+    assert_eq!(t1.body["properties"]["bytes"], 10);
+    assert_eq!(t1.body["sequence"], 1);
+    assert_error(
+        &app.call(Method::GET, "/v1/events/t1?customer=globex", None).await,
+        StatusCode::NOT_FOUND,
+        "event_not_found",
+    );
+}
+
+#[tokio::test]
+async fn an_atomic_batch_with_one_bad_event_stores_nothing() {
+    let app = spawn_app().await;
+    seed_customers_and_metric(&app).await;
+    let batch = json!({"events": [
+        event("a1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 1})),
+        event("a2", "nobody", "2026-01-01T10:00:00Z", json!({"bytes": 1})),
+    ]});
+    let answer = app.call(Method::POST, "/v1/events?atomic=true", Some(batch.clone())).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer.body["results"][0]["error"]["code"], "batch_rejected");
+    assert_eq!(answer.body["results"][1]["error"]["code"], "unknown_customer");
+    assert_eq!(app.call(Method::GET, "/v1/events", None).await.body["data"], json!([]));
+    // Without atomic, the good one is stored.
+    let answer = app.call(Method::POST, "/v1/events", Some(batch)).await;
+    assert_eq!(answer.body["accepted"], 1);
+    assert_error(
+        &app.call(Method::POST, "/v1/events", Some(json!({"events": []}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "empty_batch",
+    );
+}
+
+#[tokio::test]
+async fn ndjson_import_answers_per_line() {
+    let app = spawn_app().await;
+    seed_customers_and_metric(&app).await;
+    let body = format!(
+        "{}\n\n{{not json\n{}\n{}",
+        event("n1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 1})),
+        event("n2", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 2})),
+        event("n1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 1})),
+    );
+    let response = app
+        .http
+        .post(format!("{}/v1/events/ndjson", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let answer: Value = response.json().await.unwrap();
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "rejected", "accepted", "duplicate"]);
+    assert_eq!(answer["results"][1]["error"]["code"], "malformed_json");
+}
+
+#[tokio::test]
+async fn usage_per_customer_and_invoice_run_with_as_of_reproducing_a_past_answer() {
+    let app = spawn_app().await;
+    seed_customers_and_metric(&app).await;
+    let batch = json!({"events": [
+        event("u1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 10, "region": "eu"})),
+        event("u2", "acme", "2026-01-01T23:00:00Z", json!({"bytes": "2.5", "region": "us"})),
+        event("u3", "acme", "2026-01-02T01:00:00Z", json!({"bytes": 4, "region": "mars"})),
+        event("u4", "acme", "2026-01-03T00:00:00Z", json!({"bytes": 100, "region": "eu"})),
+        event("u5", "globex", "2026-01-01T12:00:00Z", json!({"bytes": 7, "region": "eu"})),
+    ]});
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(batch)).await.body["accepted"], 5);
+    let path = "/v1/usage?metric=storage&customer=acme&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:00Z&window=day";
+    let usage = app.call(Method::GET, path, None).await;
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
+    // Day 1: eu 10, us 2.5 (total 12.5); day 2: the 'mars' event is outside the matrix: other 4.
+    // u4 is at exactly `to`, so it belongs to the next period.
+    let windows = usage.body["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2);
+    assert_eq!(windows[0]["total"], "12.5");
+    assert_eq!(windows[0]["groups"][0]["segment"], json!({"region": "eu"}));
+    assert_eq!(windows[0]["groups"][0]["value"], "10");
+    assert_eq!(windows[0]["groups"][1]["value"], "2.5");
+    assert_eq!(windows[1]["total"], "4");
+    assert_eq!(windows[1]["groups"][0]["segment"], "other");
+    assert_eq!(usage.body["metric"]["revision"], 1);
+
+    let before_late_events = odometer_core::time::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let late = event("u6", "acme", "2026-01-01T15:00:00Z", json!({"bytes": 1000, "region": "eu"}));
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(late)).await.body["accepted"], 1);
+    let patched = app
+        .call(
+            Method::PATCH,
+            "/v1/metrics/storage",
+            Some(json!({"unit_conversion": {"factor": "1000", "rounding": "none"}})),
+        )
+        .await;
+    assert_eq!(patched.body["revision"], 2);
+
+    // Now: 1012.5 bytes on day 1, converted to thousands.
+    let now = app.call(Method::GET, path, None).await;
+    assert_eq!(now.body["windows"][0]["total"], "1.0125");
+    assert_eq!(now.body["metric"]["revision"], 2);
+    // As of before the late event and the update: the first answer, exactly.
+    let as_of = odometer_core::time::format_micros(&before_late_events);
+    let again = app.call(Method::GET, &format!("{path}&as_of={as_of}"), None).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["windows"], usage.body["windows"]);
+    assert_eq!(again.body["metric"]["revision"], 1);
+    // A pinned revision with today's events.
+    let pinned = app.call(Method::GET, &format!("{path}&revision=1"), None).await;
+    assert_eq!(pinned.body["windows"][0]["total"], "1012.5");
+
+    // The invoice run: every customer, paginated.
+    let run = app
+        .call(
+            Method::GET,
+            "/v1/usage?metric=storage&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    assert_eq!(run.body["data"][0]["customer"], "acme");
+    assert_eq!(run.body["data"][0]["windows"][0]["total"], "1.1165");
+    let cursor = run.body["next_cursor"].as_str().unwrap();
+    let next = app
+        .call(Method::GET, &format!("/v1/usage?metric=storage&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=1&cursor={cursor}"), None)
+        .await;
+    assert_eq!(next.body["data"][0]["customer"], "globex");
+    assert_eq!(next.body["data"][0]["windows"][0]["total"], "0.007");
+
+    // Bad questions are 4xx with specific codes.
+    for (query, status, code) in [
+        ("metric=storage&customer=acme&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", StatusCode::UNPROCESSABLE_ENTITY, "invalid_period"),
+        ("metric=storage&customer=acme&from=x&to=2026-01-01T00:00:00Z", StatusCode::BAD_REQUEST, "invalid_timestamp"),
+        ("metric=storage&customer=acme&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&timezone=Mars/Base", StatusCode::UNPROCESSABLE_ENTITY, "invalid_timezone"),
+        ("metric=storage&customer=acme&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&group_by=project", StatusCode::UNPROCESSABLE_ENTITY, "unknown_group_key"),
+        ("metric=storage&customer=nobody&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", StatusCode::NOT_FOUND, "customer_not_found"),
+        ("metric=nothing&customer=acme&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", StatusCode::NOT_FOUND, "metric_not_found"),
+        ("metric=storage&customer=acme&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&window=week", StatusCode::BAD_REQUEST, "invalid_query"),
+    ] {
+        assert_error(&app.call(Method::GET, &format!("/v1/usage?{query}"), None).await, status, code);
+    }
 }

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod customers;
 pub mod error;
 pub mod events;
+pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod tenants;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use odometer_api::native::mapping;
 use odometer_core::{ApiKeyId, OrganizationId};
-use odometer_embedded::SqliteCatalog;
+use odometer_embedded::{DuckEventStore, SqliteCatalog};
 use odometer_store::metrics::{self as metric_ops, find_metric, MetricError};
 use odometer_store::tenants::{self, Bootstrap};
 use odometer_store::{ArchivedFilter, Catalog, MetricListParams};
@@ -23,6 +23,14 @@ pub async fn open_catalog(config: &Config) -> anyhow::Result<Arc<SqliteCatalog>>
         .await
         .with_context(|| format!("cannot open the catalog at {}", path.display()))?;
     Ok(Arc::new(catalog))
+}
+
+pub async fn open_event_store(config: &Config) -> anyhow::Result<Arc<DuckEventStore>> {
+    let path = config.events_path();
+    let store = DuckEventStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the event store at {}", path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// Prints a new organization's first key: the only time the secret is ever shown.

@@ -92,6 +92,11 @@ impl Config {
         self.data_dir.join("catalog.sqlite3")
     }
 
+    /// The DuckDB event store inside the data directory.
+    pub fn events_path(&self) -> PathBuf {
+        self.data_dir.join("events.duckdb")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

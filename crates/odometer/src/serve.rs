@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use odometer_api::AppState;
-use odometer_store::{tenants, Catalog};
+use odometer_store::{tenants, Catalog, EventStore};
 
-use crate::commands::{open_catalog, print_bootstrap};
+use crate::commands::{open_catalog, open_event_store, print_bootstrap};
 use crate::config::Config;
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
@@ -23,7 +23,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, data_dir = %config.data_dir().display(), "odometer is listening");
     eprintln!("odometer listening on http://{local} (data in {})", config.data_dir().display());
-    let state = AppState { catalog: catalog as Arc<dyn Catalog> };
+    let events = open_event_store(config).await?;
+    let state =
+        AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
     axum::serve(listener, odometer_api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

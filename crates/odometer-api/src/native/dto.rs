@@ -230,6 +230,101 @@ pub struct ListDto<T: ToSchema> {
 pub struct HealthDto {
     /// `ok` or `unavailable`.
     pub status: String,
-    /// `ok`, or what is wrong with the store.
-    pub store: String,
+    /// `ok`, or what is wrong with the catalog.
+    pub catalog: String,
+    /// `ok`, or what is wrong with the event store.
+    pub events: String,
+}
+
+/// A stored event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventDto {
+    pub transaction_id: String,
+    pub code: String,
+    /// The customer's external id.
+    pub customer: String,
+    pub timestamp: String,
+    #[schema(value_type = Object)]
+    pub properties: Value,
+    /// Ingestion sequence, strictly increasing per organization.
+    pub sequence: u64,
+    pub ingested_at: String,
+}
+
+/// Why an event was rejected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectionDto {
+    pub code: String,
+    pub message: String,
+}
+
+/// One event's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResultDto {
+    pub transaction_id: Option<String>,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RejectionDto>,
+}
+
+/// The answer to an ingestion: each event's outcome, in order, and the counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAnswerDto {
+    pub results: Vec<IngestResultDto>,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+}
+
+/// The metric revision a usage answer used.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageMetricDto {
+    pub id: String,
+    pub code: String,
+    pub revision: u32,
+}
+
+/// One group of one window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageGroupDto {
+    /// The segmentation dimension values (`{"region": "eu"}`), `"other"` for events outside
+    /// the matrix, or null when the metric has no segmentation.
+    #[schema(value_type = Object)]
+    pub segment: Value,
+    /// The queried `group_by` keys and this group's values (null when the events lack it).
+    #[schema(value_type = Object)]
+    pub group_by: Value,
+    /// A decimal string; null for min, max, mean and latest with no value.
+    pub value: Option<String>,
+    pub events_count: u64,
+    /// Events that passed the filters but lacked the value.
+    pub events_skipped: u64,
+}
+
+/// One window of a usage answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageWindowDto {
+    pub from: String,
+    pub to: String,
+    /// The aggregation over all the window's events (never a sum of group values unless the
+    /// aggregation is additive).
+    pub total: Option<String>,
+    /// Events outside the segmentation under `unmatched: drop`.
+    pub events_excluded: u64,
+    pub groups: Vec<UsageGroupDto>,
+}
+
+/// A usage answer for one customer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageDto {
+    pub metric: UsageMetricDto,
+    pub customer: String,
+    pub from: String,
+    pub to: String,
+    pub window: String,
+    pub timezone: String,
+    pub as_of: Option<String>,
+    pub group_by: Vec<String>,
+    pub windows: Vec<UsageWindowDto>,
 }

@@ -1,16 +1,19 @@
 //! The native API's one mapping: domain types from `odometer-core` into the wire types of
 //! [`super::dto`].
 
+use odometer_core::event::StoredEvent;
 use odometer_core::metric::{Aggregation, FieldChange, Filter, Segmentation};
 use odometer_core::time::format_micros;
+use odometer_core::usage::{GroupUsage, Segment, UsageQuery, UsageResult};
 use odometer_core::{Customer, Metric, MetricRevision, MetricSpec, Organization};
 use odometer_store::Page;
 use serde_json::Value;
 
 use super::dto::{
-    AggregationDto, CustomerDto, DimensionDto, FieldChangeDto, FilterDto, ListDto,
+    AggregationDto, CustomerDto, DimensionDto, EventDto, FieldChangeDto, FilterDto, ListDto,
     MetricDefinitionDto, MetricDto, MetricRevisionDto, OrganizationDto, OrganizationSettingsDto,
-    RoundingDto, SegmentationDto, UnitConversionDto,
+    RoundingDto, SegmentationDto, UnitConversionDto, UsageDto, UsageGroupDto, UsageMetricDto,
+    UsageWindowDto,
 };
 
 pub fn metric(m: &Metric) -> MetricDto {
@@ -154,4 +157,93 @@ pub fn organization(o: &Organization) -> OrganizationDto {
 
 pub fn page<T, D: utoipa::ToSchema>(page: Page<T>, map: impl Fn(&T) -> D) -> ListDto<D> {
     ListDto { data: page.items.iter().map(map).collect(), next_cursor: page.next_cursor }
+}
+
+pub fn event(e: &StoredEvent) -> EventDto {
+    EventDto {
+        transaction_id: e.event.transaction_id.clone(),
+        code: e.event.code.clone(),
+        customer: e.event.customer.clone(),
+        timestamp: format_micros(&e.event.timestamp),
+        properties: Value::Object(e.event.properties.clone()),
+        sequence: e.sequence,
+        ingested_at: format_micros(&e.ingested_at),
+    }
+}
+
+/// What a usage answer says about the question, shared by every customer's result.
+#[derive(Debug)]
+pub struct UsageHeader<'a> {
+    pub metric: &'a Metric,
+    pub revision: u32,
+    /// The revision's definition (its segmentation names the segment keys).
+    pub spec: &'a MetricSpec,
+    pub query: &'a UsageQuery,
+}
+
+pub fn usage(header: &UsageHeader<'_>, customer: &str, result: &UsageResult) -> UsageDto {
+    let spec_keys: Vec<String> = header
+        .spec
+        .segmentation
+        .as_ref()
+        .map(|s| s.keys().into_iter().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let query = header.query;
+    UsageDto {
+        metric: UsageMetricDto {
+            id: header.metric.id.to_string(),
+            code: header.metric.spec.code.clone(),
+            revision: header.revision,
+        },
+        customer: customer.to_owned(),
+        from: format_micros(&query.from),
+        to: format_micros(&query.to),
+        window: query.window.as_str().to_owned(),
+        timezone: query.timezone.name().to_owned(),
+        as_of: query.as_of.as_ref().map(format_micros),
+        group_by: query.group_by.clone(),
+        windows: result
+            .windows
+            .iter()
+            .map(|w| UsageWindowDto {
+                from: format_micros(&w.from),
+                to: format_micros(&w.to),
+                total: w.total.map(|d| d.to_string()),
+                events_excluded: w.events_excluded,
+                groups: w
+                    .groups
+                    .iter()
+                    .map(|g| usage_group(g, &spec_keys, &query.group_by))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn usage_group(g: &GroupUsage, segment_keys: &[String], group_by: &[String]) -> UsageGroupDto {
+    let segment = match &g.key.segment {
+        Segment::None => Value::Null,
+        Segment::Other => Value::String("other".to_owned()),
+        Segment::Matched(values) => Value::Object(
+            segment_keys
+                .iter()
+                .cloned()
+                .zip(values.iter().map(|v| Value::String(v.clone())))
+                .collect(),
+        ),
+    };
+    let group_by = Value::Object(
+        group_by
+            .iter()
+            .cloned()
+            .zip(g.key.group_by.iter().map(|v| v.clone().map_or(Value::Null, Value::String)))
+            .collect(),
+    );
+    UsageGroupDto {
+        segment,
+        group_by,
+        value: g.value.map(|d| d.to_string()),
+        events_count: g.events_count,
+        events_skipped: g.events_skipped,
+    }
 }

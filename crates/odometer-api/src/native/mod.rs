@@ -4,11 +4,13 @@
 pub mod customers;
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod organization;
+pub mod usage;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -23,6 +25,8 @@ use error::ApiError;
 
 /// Request bodies of the catalog routes (events get their own, larger limit).
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Request bodies of the event ingestion routes.
+pub const EVENTS_BODY_LIMIT_BYTES: usize = 10 * 1024 * 1024;
 const DEFAULT_PAGE_LIMIT: u32 = 100;
 const MAX_PAGE_LIMIT: u32 = 1000;
 
@@ -36,6 +40,8 @@ const MAX_PAGE_LIMIT: u32 = 1000;
     tags(
         (name = "metrics", description = "Billable metrics and their revisions"),
         (name = "customers", description = "The customers usage is metered for"),
+        (name = "events", description = "Usage events: exactly-once ingestion and reads"),
+        (name = "usage", description = "How much was used"),
         (name = "organization", description = "The API key's organization"),
         (name = "health", description = "Liveness"),
     )
@@ -70,12 +76,22 @@ pub fn router() -> (Router<AppState>, OpenApiDoc) {
             customers::delete_customer
         ))
         .routes(routes!(organization::get_organization))
+        .routes(routes!(usage::get_usage))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::get_event))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(events::ingest_events))
+                .routes(routes!(events::ingest_ndjson))
+                .layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT_BYTES)),
+        )
         .split_for_parts();
     // /healthz is served beside the API (unauthenticated) but documented with it.
     let (_, health_doc) =
         OpenApiRouter::<AppState>::new().routes(routes!(health::healthz)).split_for_parts();
     openapi.merge(health_doc);
-    (router.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)), openapi)
+    (router, openapi)
 }
 
 /// A list's `limit`: 1 to 1000, 100 when absent; anything else is an error, not a clamp.
