@@ -282,6 +282,15 @@ impl Catalog for SqliteCatalog {
         self.run(move |conn| customers::get(conn, org, &external_id)).await
     }
 
+    async fn existing_customers(
+        &self,
+        org: OrganizationId,
+        external_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let external_ids = external_ids.to_vec();
+        self.run(move |conn| customers::existing(conn, org, &external_ids)).await
+    }
+
     async fn list_customers(
         &self,
         org: OrganizationId,

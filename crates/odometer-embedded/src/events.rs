@@ -87,7 +87,9 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
 }
 
 fn micros(t: &DateTime<Utc>) -> i64 {
@@ -95,7 +97,9 @@ fn micros(t: &DateTime<Utc>) -> i64 {
 }
 
 fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_micros(micros).single().ok_or_else(|| backend(format!("stored instant {micros} out of range")))
+    Utc.timestamp_micros(micros)
+        .single()
+        .ok_or_else(|| backend(format!("stored instant {micros} out of range")))
 }
 
 impl DuckEventStore {
@@ -122,8 +126,9 @@ impl DuckEventStore {
         let mut index = HashMap::new();
         let mut next_sequence: HashMap<String, u64> = HashMap::new();
         {
-            let mut stmt =
-                conn.prepare("SELECT fingerprint, content, seq, org FROM events").map_err(backend)?;
+            let mut stmt = conn
+                .prepare("SELECT fingerprint, content, seq, org FROM events")
+                .map_err(backend)?;
             let rows = stmt
                 .query_map([], |row| {
                     Ok((
@@ -189,7 +194,8 @@ fn write_batch(
                 EventOutcome::Duplicate { sequence: first_sequence }
             }
             Some((_, first_sequence, batch_index)) => {
-                let first = batch_index.map_or(FirstOfKey::Stored(first_sequence), FirstOfKey::InBatch);
+                let first =
+                    batch_index.map_or(FirstOfKey::Stored(first_sequence), FirstOfKey::InBatch);
                 conflicts.push((i, first));
                 // Filled in below, once the first event is at hand.
                 EventOutcome::Duplicate { sequence: 0 }
@@ -279,7 +285,11 @@ fn append_rows(
 
 const EVENT_COLUMNS: &str = "seq, customer, transaction_id, code, ts, ingested_at, properties";
 
-fn read_events(conn: &Connection, sql: &str, params: &[&dyn duckdb::ToSql]) -> Result<Vec<StoredEvent>, StoreError> {
+fn read_events(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn duckdb::ToSql],
+) -> Result<Vec<StoredEvent>, StoreError> {
     let mut stmt = conn.prepare(sql).map_err(backend)?;
     let rows = stmt
         .query_map(params, |row| {
@@ -296,7 +306,8 @@ fn read_events(conn: &Connection, sql: &str, params: &[&dyn duckdb::ToSql]) -> R
         .map_err(backend)?;
     let mut out = Vec::new();
     for row in rows {
-        let (sequence, customer, transaction_id, code, ts, ingested_at, properties) = row.map_err(backend)?;
+        let (sequence, customer, transaction_id, code, ts, ingested_at, properties) =
+            row.map_err(backend)?;
         let properties: Map<String, Value> = serde_json::from_str(&properties).map_err(backend)?;
         out.push(StoredEvent {
             event: Event { transaction_id, code, customer, timestamp: instant(ts)?, properties },
@@ -309,34 +320,61 @@ fn read_events(conn: &Connection, sql: &str, params: &[&dyn duckdb::ToSql]) -> R
 
 /// The events a usage query needs: the customer's events of the metric's code that happened
 /// before the period's end (from its start only when nothing carries over), ingested by `as_of`.
-fn usage_events(conn: &Connection, org: &str, customer: &str, spec: &MetricSpec, query: &UsageQuery) -> Result<Vec<StoredEvent>, StoreError> {
+/// The events a usage query needs, for several customers at once (one scan), grouped by
+/// customer: their events of the metric's code that happened before the period's end (from its
+/// start only when nothing carries over), ingested by `as_of`, in sequence order.
+fn usage_events(
+    conn: &Connection,
+    org: &str,
+    customers: &[String],
+    spec: &MetricSpec,
+    query: &UsageQuery,
+) -> Result<HashMap<String, Vec<StoredEvent>>, StoreError> {
+    let mut grouped: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    if customers.is_empty() {
+        return Ok(grouped);
+    }
     let carries_over = spec.aggregation.recurring;
     let from = if carries_over { i64::MIN } else { micros(&query.from) };
     let to = micros(&query.to);
     let as_of = query.as_of.as_ref().map_or(i64::MAX, micros);
+    let placeholders = vec!["?"; customers.len()].join(", ");
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND customer = ? AND code = ? \
-         AND ts >= ? AND ts < ? AND ingested_at <= ? ORDER BY seq"
+        "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND code = ? AND ts >= ? AND ts < ? \
+         AND ingested_at <= ? AND customer IN ({placeholders}) ORDER BY seq"
     );
-    read_events(conn, &sql, &[&org, &customer, &spec.event_code, &from, &to, &as_of])
+    let mut params: Vec<&dyn duckdb::ToSql> = vec![&org, &spec.event_code, &from, &to, &as_of];
+    params.extend(customers.iter().map(|c| c as &dyn duckdb::ToSql));
+    for stored in read_events(conn, &sql, &params)? {
+        grouped.entry(stored.event.customer.clone()).or_default().push(stored);
+    }
+    Ok(grouped)
 }
 
 #[async_trait]
 impl EventStore for DuckEventStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let reader = self.reader.clone();
-        blocking(move || {
-            lock(&reader)?.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)
-        })
-        .await
+        blocking(move || lock(&reader)?.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
-    async fn append(&self, org: OrganizationId, events: Vec<Event>, atomic: bool) -> Result<Vec<EventOutcome>, StoreError> {
+    async fn append(
+        &self,
+        org: OrganizationId,
+        events: Vec<Event>,
+        atomic: bool,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
         let writer = self.writer.clone();
         blocking(move || write_batch(&mut *lock(&writer)?, org, events, atomic)).await
     }
 
-    async fn get_event(&self, org: OrganizationId, customer: &str, transaction_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+    async fn get_event(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        transaction_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
         let fingerprint = event_fingerprint(org, customer, transaction_id);
         let Some(entry) = lock(&self.writer)?.index.get(&fingerprint).copied() else {
             return Ok(None);
@@ -351,7 +389,11 @@ impl EventStore for DuckEventStore {
         .await
     }
 
-    async fn list_events(&self, org: OrganizationId, params: &EventListParams) -> Result<Page<StoredEvent>, StoreError> {
+    async fn list_events(
+        &self,
+        org: OrganizationId,
+        params: &EventListParams,
+    ) -> Result<Page<StoredEvent>, StoreError> {
         let after: u64 = match &params.cursor {
             None => 0,
             Some(cursor) => cursor.parse().map_err(|_| StoreError::InvalidCursor)?,
@@ -388,10 +430,18 @@ impl EventStore for DuckEventStore {
         .await
     }
 
-    async fn usage(&self, org: OrganizationId, customer: &str, spec: &MetricSpec, query: &UsageQuery) -> Result<UsageResult, UsageQueryError> {
+    async fn usage(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<UsageResult, UsageQueryError> {
         let customers = [customer.to_owned()];
         let mut results = self.usage_of_customers(org, &customers, spec, query).await?;
-        results.pop().ok_or_else(|| StoreError::Backend("usage query returned nothing".into()).into())
+        results
+            .pop()
+            .ok_or_else(|| StoreError::Backend("usage query returned nothing".into()).into())
     }
 
     async fn usage_of_customers(
@@ -410,10 +460,13 @@ impl EventStore for DuckEventStore {
         let query = query.clone();
         tokio::task::spawn_blocking(move || {
             let org = org.to_string();
-            let conn = lock(&reader)?;
+            let mut grouped = {
+                let conn = lock(&reader)?;
+                usage_events(&conn, &org, &customers, &spec, &query)?
+            };
             let mut results = Vec::with_capacity(customers.len());
             for customer in &customers {
-                let events = usage_events(&conn, &org, customer, &spec, &query)?;
+                let events = grouped.remove(customer).unwrap_or_default();
                 results.push(compute_usage(&spec, &events, &query)?);
             }
             Ok(results)

@@ -202,6 +202,25 @@ pub trait Catalog: Send + Sync + 'static {
         org: OrganizationId,
         params: &CustomerListParams,
     ) -> Result<Page<Customer>, StoreError>;
+    /// Which of these external ids name live customers (one round trip for a whole batch of
+    /// events). The default asks one by one.
+    async fn existing_customers(
+        &self,
+        org: OrganizationId,
+        external_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for id in external_ids {
+            match self.get_customer(org, id).await {
+                Ok(_) => {
+                    found.insert(id.clone());
+                }
+                Err(StoreError::NotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(found)
+    }
     /// Replaces the customer's definition (found by the external id it had).
     async fn update_customer(
         &self,

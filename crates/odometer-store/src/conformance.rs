@@ -24,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod customers;
+pub mod events;
 mod metrics;
 mod operations;
 mod organizations;

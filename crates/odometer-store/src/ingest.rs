@@ -2,7 +2,7 @@
 //! against the catalog (semantics 2.3), then append what passed, answering one outcome per
 //! event in the order they came (2.6).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use odometer_core::event::Event;
 use odometer_core::intake::{
@@ -57,22 +57,21 @@ pub async fn ingest_items(
 
     // What the catalog says about the codes and customers this batch names, asked once each.
     let mut metrics_by_code: HashMap<String, Vec<MetricSpec>> = HashMap::new();
-    let mut customer_exists: HashMap<String, bool> = HashMap::new();
+    let mut named_customers: Vec<String> = Vec::new();
+    let mut seen_customers: HashSet<&str> = HashSet::new();
     for event in parsed.iter().flatten() {
         if !metrics_by_code.contains_key(&event.code) {
             let metrics = catalog.metrics_reading_event_code(org, &event.code).await?;
             metrics_by_code
                 .insert(event.code.clone(), metrics.into_iter().map(|m| m.spec).collect());
         }
-        if !customer_exists.contains_key(&event.customer) {
-            let exists = match catalog.get_customer(org, &event.customer).await {
-                Ok(_) => true,
-                Err(StoreError::NotFound { .. }) => false,
-                Err(other) => return Err(other),
-            };
-            customer_exists.insert(event.customer.clone(), exists);
+        if seen_customers.insert(&event.customer) {
+            named_customers.push(event.customer.clone());
         }
     }
+    let existing = catalog.existing_customers(org, &named_customers).await?;
+    let customer_exists: HashMap<&str, bool> =
+        named_customers.iter().map(|c| (c.as_str(), existing.contains(c))).collect();
 
     let mut results: Vec<IngestResult> = Vec::with_capacity(items.len());
     let mut to_store: Vec<(usize, Event)> = Vec::new();
@@ -92,7 +91,10 @@ pub async fn ingest_items(
                 metrics_by_code.get(&event.code).map(|m| m.iter().collect()).unwrap_or_default();
             let ctx = IntakeContext {
                 metrics: &metrics,
-                customer_exists: customer_exists.get(&event.customer).copied().unwrap_or(false),
+                customer_exists: customer_exists
+                    .get(event.customer.as_str())
+                    .copied()
+                    .unwrap_or(false),
                 settings: &settings,
                 now,
             };

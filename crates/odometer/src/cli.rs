@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Odometer: a usage-metering engine. With no configuration it keeps its data in
 /// ./odometer-data and listens on 127.0.0.1:8080.
@@ -43,6 +43,13 @@ pub enum Command {
     /// List, show, create and update billable metrics
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Send events to a running server (`events import FILE`)
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Ask a running server how much customers used of a metric in a period
+    Usage(UsageArgs),
+    /// Run the standard benchmark (spec/performance.md) against a fresh embedded instance
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,4 +135,108 @@ pub enum MetricsCommand {
         id_or_code: String,
         file: Option<PathBuf>,
     },
+}
+
+/// Where the running server is and the key to call it with, for the commands that talk HTTP
+/// (they never open the data directory: the server holds its lock).
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// Base URL of a running `odometer serve`
+    #[arg(long, env = "ODOMETER_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub url: String,
+    /// API key of the organization to act for (required; `odometer keys create` makes one)
+    #[arg(long, env = "ODOMETER_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Import events from an NDJSON or CSV file into a running server, in batches
+    #[command(after_help = IMPORT_AFTER_HELP)]
+    Import(ImportArgs),
+}
+
+const IMPORT_AFTER_HELP: &str = "\
+Formats:
+  ndjson  one event object per line: {\"transaction_id\", \"code\", \"customer\", \"timestamp\", \"properties\"}
+  csv     a header row naming transaction_id, code, customer and optionally timestamp; every
+          other non-empty cell becomes a property with its text as value, and a `properties`
+          column holding a JSON object is merged over those
+
+Each event is answered accepted, duplicate (already stored: importing the same file twice is
+safe) or rejected with a code; a line that is not JSON or not a valid CSV row is rejected
+without stopping the import. A batch is retried when the server cannot be reached or answers
+5xx or 429.
+
+Exit status:
+  0  every event was accepted or a duplicate
+  1  some events were rejected (the others were sent; see the summary or --rejects)
+  2  usage error (bad flags, missing API key, unreadable file, CSV header without the event columns)
+  3  the import stopped before the end (the error names the first line not sent), or could
+     not start (server unreachable, API key refused)";
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON or CSV file of events; `-` reads standard input (then --format is required)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Input format [default: from the extension: .ndjson, .jsonl, .json or .csv]
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Events per request, 1 to 10000
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Send each batch all-or-nothing (`atomic=true`): a batch with a rejected event stores none
+    #[arg(long)]
+    pub atomic_batches: bool,
+    /// Write every rejected event to FILE, one JSON object a line: {"line", "transaction_id", "error"}
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// One JSON event per line
+    Ndjson,
+    /// A header row, then one event per row
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The metric's id or code
+    #[arg(long, value_name = "ID_OR_CODE")]
+    pub metric: String,
+    /// A customer's external id; without it, every customer (the invoice run)
+    #[arg(long, value_name = "EXTERNAL_ID")]
+    pub customer: Option<String>,
+    /// Start of the period, inclusive (RFC 3339 or Unix seconds)
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// End of the period, exclusive (RFC 3339 or Unix seconds)
+    #[arg(long, value_name = "TIME")]
+    pub to: String,
+    /// Window size [default: none]
+    #[arg(long, value_parser = ["none", "minute", "hour", "day", "month"])]
+    pub window: Option<String>,
+    /// IANA time zone the windows align to [default: UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// Comma-separated subset of the metric's group_by keys ("" for none) [default: all of them]
+    #[arg(long, value_name = "KEYS")]
+    pub group_by: Option<String>,
+    /// Count only events ingested by then, with the metric revision current then
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// The metric revision to use [default: the latest, or the one current at --as-of]
+    #[arg(long, value_name = "N")]
+    pub revision: Option<u32>,
+    /// Print the server's JSON (without --customer: an array of the per-customer results)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }

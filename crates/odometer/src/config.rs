@@ -63,8 +63,9 @@ impl Config {
         if let Some(file) = &file {
             figment = figment.merge(Toml::file(file));
         }
-        // ODOMETER_CONFIG names the file itself, not a setting.
-        figment = figment.merge(Env::prefixed("ODOMETER_").ignore(&["config"]));
+        // ODOMETER_CONFIG names the file itself, not a setting; ODOMETER_URL and
+        // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap).
+        figment = figment.merge(Env::prefixed("ODOMETER_").ignore(&["config", "url", "api_key"]));
         let flags =
             FlagOverrides { data_dir: global.data_dir.clone(), listen, log: global.log.clone() };
         figment = figment.merge(Serialized::defaults(flags));
@@ -129,6 +130,16 @@ mod tests {
             let config = Config::load(&global, Some("127.0.0.1:9002".into())).unwrap();
             assert_eq!(config.listen, "127.0.0.1:9002");
             assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_http_commands_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ODOMETER_URL", "http://127.0.0.1:9000");
+            jail.set_env("ODOMETER_API_KEY", "odo_secret");
+            assert_eq!(Config::load(&GlobalArgs::default(), None).unwrap(), Config::default());
             Ok(())
         });
     }

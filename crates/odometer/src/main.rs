@@ -1,10 +1,14 @@
 //! The `odometer` binary: parses the command line, loads the configuration and runs one
 //! subcommand. The only crate that names a storage backend.
 
+mod bench;
 mod cli;
 mod commands;
 mod config;
+mod import;
+mod remote;
 mod serve;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -40,13 +44,16 @@ fn main() -> ExitCode {
             Command::Init(args) => commands::init(&config, &args).await,
             Command::Keys(cmd) => commands::keys(&config, cmd).await,
             Command::Metrics(cmd) => commands::metrics(&config, cmd).await,
+            Command::Events(cli::EventsCommand::Import(args)) => import::run(args).await,
+            Command::Usage(args) => usage::run(args).await,
+            Command::Bench(args) => bench::run(&args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(remote::exit_status(&err))
         }
     }
 }

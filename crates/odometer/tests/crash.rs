@@ -69,7 +69,7 @@ fn event(client: usize, batch: usize, i: usize) -> Value {
         "code": "requests",
         "customer": format!("customer-{}", (batch + i) % 2),
         "timestamp": ts.to_rfc3339(),
-        "properties": {"units": format!("{}.{}", i % 7, client), "region": if i % 3 == 0 { "eu" } else { "us" }}
+        "properties": {"units": format!("{}.{}", i % 7, client), "region": if i.is_multiple_of(3) { "eu" } else { "us" }}
     })
 }
 

@@ -109,6 +109,21 @@ pub(crate) fn get(conn: &Connection, org: OrganizationId, external_id: &str) -> 
         .ok_or_else(|| StoreError::not_found(Entity::Customer, external_id).into())
 }
 
+/// The live customers among `external_ids`, in one query.
+pub(crate) fn existing(
+    conn: &Connection,
+    org: OrganizationId,
+    external_ids: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let ids = serde_json::to_string(external_ids)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT external_id FROM customers WHERE organization_id = ?1 AND deleted_at IS NULL \
+         AND external_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    let rows = stmt.query_map([org.to_string(), ids], |row| row.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(crate) fn list(
     conn: &Connection,
     org: OrganizationId,

@@ -1,0 +1,400 @@
+//! `odometer bench`: the harness of `spec/performance.md`. It generates the standard workload,
+//! starts a fresh embedded instance in a temporary directory, ingests over HTTP through the
+//! native batch endpoint with several concurrent connections, runs the query suite, and prints
+//! one table plus a JSON file.
+
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use odometer_api::AppState;
+use odometer_embedded::{DuckEventStore, SqliteCatalog};
+use odometer_store::{tenants, Catalog, EventStore};
+use serde_json::{json, Value};
+
+use self::workload::{Workload, REGIONS};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Number of events (W1M = 1000000, W10M = 10000000)
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Number of customers
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: usize,
+    /// Seed of the workload
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Concurrent ingest connections
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Events per request
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: u64,
+    /// Timed runs of each query (p50 and p99 are taken over them)
+    #[arg(long, default_value_t = 20)]
+    pub repeats: usize,
+    /// Where to write the JSON results
+    #[arg(long, default_value = "bench-results.json")]
+    pub output: PathBuf,
+}
+
+/// A running instance: its address, key, and the handle that stops it.
+struct Instance {
+    base: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_instance(dir: &std::path::Path) -> anyhow::Result<(Instance, Arc<SqliteCatalog>)> {
+    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).await?);
+    let events = Arc::new(DuckEventStore::open(&dir.join("events.duckdb")).await?);
+    let state = AppState {
+        catalog: catalog.clone() as Arc<dyn Catalog>,
+        events: events as Arc<dyn EventStore>,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, odometer_api::app(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "bench server failed");
+        }
+    });
+    Ok((Instance { base, shutdown, task }, catalog))
+}
+
+/// Peak resident memory of this process, in bytes (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+struct Timing {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn time_query(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    repeats: usize,
+) -> anyhow::Result<(Timing, Value)> {
+    let mut samples = Vec::with_capacity(repeats);
+    let mut last = Value::Null;
+    for run in 0..repeats + 2 {
+        let started = Instant::now();
+        let response = http.get(url).bearer_auth(key).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {body}");
+        }
+        if run >= 2 {
+            samples.push(started.elapsed());
+        }
+        last = body;
+    }
+    samples.sort();
+    Ok((Timing { p50_ms: percentile(&samples, 0.5), p99_ms: percentile(&samples, 0.99) }, last))
+}
+
+/// The invoice run: every customer's usage, page by page.
+async fn invoice_run(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    period: &str,
+) -> anyhow::Result<(Duration, usize)> {
+    let started = Instant::now();
+    let mut cursor: Option<String> = None;
+    let mut customers = 0;
+    loop {
+        let mut url = format!("{base}/v1/usage?metric=api_calls&{period}&limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let response = http.get(&url).bearer_auth(key).send().await?;
+        let status = response.status();
+        let page: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("invoice run answered {status}: {page}");
+        }
+        customers += page["data"].as_array().map_or(0, Vec::len);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok((started.elapsed(), customers))
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0
+        || args.batch_size > 10_000
+        || args.connections == 0
+        || args.customers == 0
+    {
+        bail!("--batch-size must be 1 to 10000, --connections and --customers at least 1");
+    }
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let workload = Arc::new(Workload::new(args.events, args.customers, args.seed));
+    eprintln!(
+        "bench: {} events, {} customers, seed {}, in {}",
+        args.events,
+        args.customers,
+        args.seed,
+        dir.path().display()
+    );
+
+    // Setup (not timed): an organization, its customers and the metrics.
+    let (instance, catalog) = start_instance(dir.path()).await?;
+    let bootstrap = tenants::create_organization(catalog.as_ref(), "bench").await?;
+    let org = bootstrap.organization.id;
+    let key = bootstrap.secret;
+    let setup = Instant::now();
+    for rank in 0..args.customers {
+        odometer_store::customers::create_customer(
+            catalog.as_ref(),
+            org,
+            &json!({"external_id": Workload::customer(rank)}),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create a customer: {e}"))?;
+    }
+    let metrics = [
+        json!({"code": "api_calls", "name": "API calls", "aggregation": {"type": "sum", "field": "value"}}),
+        json!({"code": "seats", "name": "Seats", "aggregation": {"type": "unique_count", "field": "user_id"}}),
+        json!({"code": "storage_gb", "name": "Storage", "aggregation": {"type": "max", "field": "value"}}),
+        json!({"code": "api_calls_by_region", "event_code": "api_calls", "name": "API calls by region",
+               "aggregation": {"type": "sum", "field": "value"},
+               "segmentation": {"type": "single", "key": "region", "values": REGIONS}}),
+    ];
+    for metric in &metrics {
+        odometer_store::metrics::create_metric(catalog.as_ref(), org, metric)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create a metric: {e}"))?;
+    }
+    eprintln!("bench: setup took {:.1} s", setup.elapsed().as_secs_f64());
+
+    // Ingest over HTTP.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let next_batch = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let duplicates = Arc::new(AtomicU64::new(0));
+    let batches = workload.batches(args.batch_size);
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..args.connections {
+        let (http, base, key) = (http.clone(), instance.base.clone(), key.clone());
+        let (workload, next_batch, accepted, duplicates) =
+            (workload.clone(), next_batch.clone(), accepted.clone(), duplicates.clone());
+        let batch_size = args.batch_size;
+        senders.push(tokio::spawn(async move {
+            loop {
+                let b = next_batch.fetch_add(1, Ordering::SeqCst);
+                if b >= batches {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let body = json!({ "events": workload.batch(b, batch_size) });
+                let response = http
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let answer: Value = response.json().await?;
+                if !status.is_success() {
+                    bail!(
+                        "batch {b} answered {status}: {}",
+                        answer["results"]
+                            .as_array()
+                            .and_then(|r| r.iter().find(|x| x["status"] == "rejected"))
+                            .unwrap_or(&answer)
+                    );
+                }
+                accepted.fetch_add(answer["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                duplicates.fetch_add(answer["duplicates"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                if (b + 1) % (batches / 10).max(1) == 0 {
+                    eprintln!(
+                        "bench: ingested {} of {batches} batches ({:.0} s)",
+                        b + 1,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let accepted = accepted.load(Ordering::SeqCst);
+    let duplicates = duplicates.load(Ordering::SeqCst);
+    if accepted != args.events {
+        bail!("{accepted} events accepted, expected {}", args.events);
+    }
+    let ingest_rate = accepted as f64 / ingest_secs;
+    let peak_rss = peak_rss_bytes();
+    eprintln!(
+        "bench: ingest {accepted} events ({duplicates} duplicates answered) in {ingest_secs:.1} s"
+    );
+
+    // The query suite.
+    let period = "from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
+    let mid = Workload::customer(100);
+    let big = Workload::customer(0);
+    let url = |metric: &str, customer: &str| {
+        format!("{}/v1/usage?metric={metric}&customer={customer}&{period}", instance.base)
+    };
+    let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+    let mut answers = serde_json::Map::new();
+    for (name, metric, customer) in [
+        ("q1", "api_calls", &mid),
+        ("q2", "seats", &mid),
+        ("q4", "api_calls_by_region", &mid),
+        ("q1-big", "api_calls", &big),
+        ("q2-big", "seats", &big),
+    ] {
+        let (timing, answer) =
+            time_query(&http, &url(metric, customer), &key, args.repeats).await?;
+        answers.insert(name.to_owned(), answer["windows"][0]["total"].clone());
+        rows.push((name, timing.p50_ms, timing.p99_ms));
+    }
+    let mut q3_samples = Vec::new();
+    let mut q3_customers = 0;
+    for _ in 0..3 {
+        let (elapsed, customers) = invoice_run(&http, &instance.base, &key, period).await?;
+        q3_samples.push(elapsed);
+        q3_customers = customers;
+    }
+    q3_samples.sort();
+    let q3_ms = percentile(&q3_samples, 0.5);
+
+    // Cold start: stop, reopen the same directory, time until the first correct q1.
+    let expected_q1 = answers.get("q1").cloned().unwrap_or(Value::Null);
+    let _ = instance.shutdown.send(());
+    instance.task.await?;
+    drop(catalog);
+    let cold = Instant::now();
+    let (instance, _catalog) = start_instance(dir.path()).await?;
+    let first_url = format!("{}/v1/usage?metric=api_calls&customer={mid}&{period}", instance.base);
+    let first: Value = http.get(first_url).bearer_auth(&key).send().await?.json().await?;
+    let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
+    if first["windows"][0]["total"] != expected_q1 {
+        bail!("after the restart q1 answered {first}, expected total {expected_q1}");
+    }
+    let _ = instance.shutdown.send(());
+    instance.task.await?;
+
+    // The table, and the JSON file.
+    let bar = |name: &str| match name {
+        "q1" => (5.0, 0.5),
+        "q2" => (10.0, 1.0),
+        "q4" => (5.0, 0.5),
+        "q1-big" => (10.0, 1.0),
+        "q2-big" => (30.0, 5.0),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let verdict = |value: f64, first_bar: f64, lower_is_better: bool| {
+        let meets = if lower_is_better { value <= first_bar } else { value >= first_bar };
+        if meets {
+            "meets first bar"
+        } else {
+            "below first bar"
+        }
+    };
+    println!();
+    println!(
+        "odometer bench: {} events, {} customers, seed {}, {} connections, batches of {}",
+        args.events, args.customers, args.seed, args.connections, args.batch_size
+    );
+    println!("{:<30} {:>14} {:>12} {:>10}  status", "figure", "measured", "first bar", "goal");
+    println!(
+        "{:<30} {:>14.0} {:>12} {:>10}  {}",
+        "ingest, events/s",
+        ingest_rate,
+        "100000",
+        "1000000",
+        verdict(ingest_rate, 100_000.0, false)
+    );
+    for (name, p50, p99) in &rows {
+        let (first_bar, goal) = bar(name);
+        println!(
+            "{:<30} {:>14.2} {:>12} {:>10}  {}",
+            format!("{name} p99 ms (p50 {p50:.2})"),
+            p99,
+            first_bar,
+            goal,
+            verdict(*p99, first_bar, true)
+        );
+    }
+    println!(
+        "{:<30} {:>14.1} {:>12} {:>10}  {}",
+        format!("q3 invoice run ms ({q3_customers} customers)"),
+        q3_ms,
+        "200",
+        "10",
+        verdict(q3_ms, 200.0, true)
+    );
+    println!(
+        "{:<30} {:>14.1} {:>12} {:>10}  {}",
+        "cold start to first q1, ms",
+        cold_ms,
+        "5000",
+        "500",
+        verdict(cold_ms, 5000.0, true)
+    );
+    if let Some(rss) = peak_rss {
+        let gib = rss as f64 / (1u64 << 30) as f64;
+        println!(
+            "{:<30} {:>14.2} {:>12} {:>10}  {}",
+            "peak resident memory, GiB",
+            gib,
+            "4",
+            "1",
+            verdict(gib, 4.0, true)
+        );
+    }
+    println!(
+        "{:<30} {:>14} {:>12} {:>10}  no precomputed state yet",
+        "rebuild after an update", "n/a", "30 s", "2 s"
+    );
+
+    let results = json!({
+        "events": args.events, "customers": args.customers, "seed": args.seed,
+        "connections": args.connections, "batch_size": args.batch_size, "repeats": args.repeats,
+        "ingest": {"seconds": ingest_secs, "events_per_second": ingest_rate, "duplicates_answered": duplicates},
+        "queries_ms": rows.iter().map(|(n, p50, p99)| (n.to_string(), json!({"p50": p50, "p99": p99}))).collect::<serde_json::Map<_, _>>(),
+        "q3_invoice_run_ms": q3_ms, "q3_customers": q3_customers,
+        "cold_start_ms": cold_ms,
+        "peak_rss_bytes": peak_rss,
+        "answers": answers,
+    });
+    std::fs::write(&args.output, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!("\nresults written to {}", args.output.display());
+    Ok(())
+}
