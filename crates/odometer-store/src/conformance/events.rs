@@ -12,7 +12,9 @@
 //! - an event list page that ends exactly at the last event has no `next_cursor`;
 //! - a cursor the store did not produce is [`StoreError::InvalidCursor`];
 //! - a usage question the engine refuses fails with the engine's [`UsageError`], not a store
-//!   error.
+//!   error;
+//! - `usage_of_customers` answers one result per customer given, so a customer listed twice is
+//!   answered twice.
 //!
 //! [`UsageError`]: odometer_core::usage::UsageError
 

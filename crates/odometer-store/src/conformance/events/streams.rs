@@ -492,16 +492,32 @@ async fn run_case(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseErr
             }
             expected.push(reference);
         }
-        // Several customers at once, in another order: each answer as asked alone, or, when
-        // some customer's question fails, one of the errors.
-        let order = [2, 0, 1];
+        // Several customers at once, in another order and one of them twice: each answer as
+        // asked alone, or, when some customer's question fails, one of the errors.
+        let order = [2, 0, 1, 0];
         let customers: Vec<String> = order.iter().map(|&i| CUSTOMERS[i].to_owned()).collect();
         let together = store.usage_of_customers(org, &customers, &spec, &query).await;
         let reordered: Vec<_> = order.iter().map(|&i| expected[i].clone()).collect();
         match together {
-            Ok(results) => {
-                let alone: Result<Vec<_>, _> = reordered.into_iter().collect();
-                prop_assert_eq!(Ok(results), alone, "check {}: usage_of_customers", c);
+            Ok(results) if reordered.iter().all(Result::is_ok) => {
+                prop_assert_eq!(results.len(), order.len(), "check {}: one result each", c);
+                for (k, (actual, expected)) in results.iter().zip(&reordered).enumerate() {
+                    let expected = expected.as_ref().ok();
+                    prop_assert_eq!(
+                        Some(actual),
+                        expected,
+                        "check {}: usage_of_customers, answer {} ({})",
+                        c,
+                        k,
+                        customers[k]
+                    );
+                }
+            }
+            Ok(_) => {
+                let errors: Vec<_> = reordered.iter().filter_map(|r| r.clone().err()).collect();
+                return Err(fail(format!(
+                    "check {c}: usage_of_customers answers, the reference fails with {errors:?}"
+                )));
             }
             Err(UsageQueryError::Usage(error)) => {
                 let errors: Vec<_> = reordered.iter().filter_map(|r| r.clone().err()).collect();

@@ -330,7 +330,9 @@ pub async fn usage_of_customers_answers_in_the_order_given(store: &dyn EventStor
     let extra = event("c3", "only", "api", "2026-03-26T12:00:00Z", json!({"n": 5, "user": "u9"}));
     paired.append(org, vec![extra], false, "a third customer").await;
 
-    let customers: Vec<String> = ["c3", "c1", "c9", "c2"].map(str::to_owned).to_vec();
+    // A customer listed twice is answered twice (a caller merging lists must not get a
+    // silent zero for the second mention).
+    let customers: Vec<String> = ["c3", "c1", "c9", "c2", "c1"].map(str::to_owned).to_vec();
     for spec in metrics() {
         for query in queries(&spec) {
             let answered = store.usage_of_customers(org, &customers, &spec, &query).await;
@@ -351,7 +353,7 @@ pub async fn usage_of_customers_answers_in_the_order_given(store: &dyn EventStor
         .iter()
         .map(|r| r.windows[0].total.map(|t| t.to_string()).unwrap_or_default())
         .collect();
-    assert_eq!(totals, ["1", "68", "0", "22"], "in the order given");
+    assert_eq!(totals, ["1", "68", "0", "22", "68"], "in the order given");
     let none = store.usage_of_customers(org, &[], &count, &query).await;
     assert_eq!(none.expect("no customers"), [], "no customers, no results");
 }
