@@ -376,11 +376,13 @@ impl EventStore for DuckEventStore {
         transaction_id: &str,
     ) -> Result<Option<StoredEvent>, StoreError> {
         let fingerprint = event_fingerprint(org, customer, transaction_id);
-        let Some(entry) = lock(&self.writer)?.index.get(&fingerprint).copied() else {
-            return Ok(None);
-        };
-        let reader = self.reader.clone();
+        let (writer, reader) = (self.writer.clone(), self.reader.clone());
+        // The index sits behind the writer lock, which an append holds through its commit:
+        // wait for it on the blocking pool, not on the async runtime.
         blocking(move || {
+            let Some(entry) = lock(&writer)?.index.get(&fingerprint).copied() else {
+                return Ok(None);
+            };
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
             let org = org.to_string();
             let conn = lock(&reader)?;

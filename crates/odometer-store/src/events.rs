@@ -51,9 +51,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Appends events that passed validation, exactly once by `(organization, customer,
-    /// transaction_id)` for all time (semantics 2.2), answering one outcome per event in order.
-    /// When this returns, every `Accepted` event is durable. With `atomic`, either every event
-    /// is accepted or duplicate, or nothing is stored.
+    /// transaction_id)` for all time (semantics 2.2), answering one outcome per event in order,
+    /// exactly as `odometer_core::intake::ReferenceEventLog` does (outcomes, messages,
+    /// per-organization sequences from 1). When this returns, every `Accepted` event is
+    /// durable. Events of one append share one `ingested_at`. With `atomic`, either every
+    /// event is accepted or duplicate, or nothing is stored.
     async fn append(
         &self,
         org: OrganizationId,
@@ -69,7 +71,8 @@ pub trait EventStore: Send + Sync + 'static {
         transaction_id: &str,
     ) -> Result<Option<StoredEvent>, StoreError>;
 
-    /// Stored events in ingestion order, one page.
+    /// Stored events in ingestion order, one page; a page that ends at the last event has no
+    /// `next_cursor`.
     async fn list_events(
         &self,
         org: OrganizationId,
@@ -87,7 +90,9 @@ pub trait EventStore: Send + Sync + 'static {
         query: &UsageQuery,
     ) -> Result<UsageResult, UsageQueryError>;
 
-    /// Usage of several customers at once (the invoice run), in the order given.
+    /// Usage of several customers at once (the invoice run): one result per customer given,
+    /// in the order given (a customer named twice is answered twice). A question the engine
+    /// refuses fails with the engine's error (`UsageQueryError::Usage`).
     async fn usage_of_customers(
         &self,
         org: OrganizationId,
