@@ -123,26 +123,33 @@ impl DuckEventStore {
 
     fn from_connection(conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        let mut index = HashMap::new();
+        // Each organization's next sequence, from one aggregate query.
         let mut next_sequence: HashMap<String, u64> = HashMap::new();
         {
-            let mut stmt = conn
-                .prepare("SELECT fingerprint, content, seq, org FROM events")
+            let mut stmt =
+                conn.prepare("SELECT org, max(seq) FROM events GROUP BY org").map_err(backend)?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))
                 .map_err(backend)?;
+            for row in rows {
+                let (org, last) = row.map_err(backend)?;
+                next_sequence.insert(org, last + 1);
+            }
+        }
+        // The exactly-once index, sized up front: rebuilding it is most of a cold start.
+        let stored: u64 =
+            conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).map_err(backend)?;
+        let mut index = HashMap::with_capacity(usize::try_from(stored).unwrap_or(0));
+        {
+            let mut stmt =
+                conn.prepare("SELECT fingerprint, content, seq FROM events").map_err(backend)?;
             let rows = stmt
                 .query_map([], |row| {
-                    Ok((
-                        row.get::<_, u128>(0)?,
-                        row.get::<_, u128>(1)?,
-                        row.get::<_, u64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
+                    Ok((row.get::<_, u128>(0)?, row.get::<_, u128>(1)?, row.get::<_, u64>(2)?))
                 })
                 .map_err(backend)?;
             for row in rows {
-                let (fingerprint, content, sequence, org) = row.map_err(backend)?;
-                let next = next_sequence.entry(org).or_insert(1);
-                *next = (*next).max(sequence + 1);
+                let (fingerprint, content, sequence) = row.map_err(backend)?;
                 index.insert(fingerprint, IndexEntry { content, sequence });
             }
         }
