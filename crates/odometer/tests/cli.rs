@@ -3,25 +3,16 @@
 //! prints no new key), and the `init`, `keys` and `metrics` commands work on the same data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{free_port, odometer, spawn_server, wait_healthy};
 
 use serde_json::{json, Value};
-
-fn odometer(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odometer"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("ODOMETER_LISTEN")
-        .env_remove("ODOMETER_DATA_DIR");
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A running `odometer serve`, killed on drop.
 struct Server {
@@ -40,33 +31,10 @@ impl Drop for Server {
 
 fn start(data_dir: &Path) -> Server {
     let port = free_port();
-    let mut child = odometer(data_dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read what it prints in the background; the key line starts with "odo_".
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                let _ = tx.send(key.to_owned());
-            }
-        }
-    });
+    let (child, keys) = spawn_server(data_dir, port);
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if reqwest::blocking::get(format!("{base}/healthz")).is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "odometer serve did not answer /healthz within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let printed_key = rx.recv_timeout(Duration::from_millis(500)).ok();
+    wait_healthy(&base, Duration::from_secs(30));
+    let printed_key = keys.recv_timeout(Duration::from_millis(500)).ok();
     Server { child, base, printed_key }
 }
 

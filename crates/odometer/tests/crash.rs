@@ -5,12 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use odometer_core::engine::compute_usage;
@@ -19,6 +18,7 @@ use odometer_core::metric_input::parse_metric_spec;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use rand::Rng;
 use serde_json::{json, Value};
+use support::spawn_server;
 
 const CLIENTS: usize = 3;
 /// Each client sends at least this many batches, and goes on until the killer is done.
@@ -26,38 +26,8 @@ const MIN_BATCHES_PER_CLIENT: usize = 20;
 const EVENTS_PER_BATCH: usize = 25;
 const KILLS: usize = 8;
 
-fn spawn_server(data: &Path, port: u16) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_odometer"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("ODOMETER_LISTEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                let _ = tx.send(key.to_owned());
-            }
-        }
-    });
-    (child, rx)
-}
-
 fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if reqwest::blocking::get(format!("{base}/healthz")).is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the server did not come back within 60 s");
+    support::wait_healthy(base, Duration::from_secs(60));
 }
 
 fn event(client: usize, batch: usize, i: usize) -> Value {

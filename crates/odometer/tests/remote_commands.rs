@@ -5,30 +5,17 @@
 //! fake server that fails on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-
-fn odometer(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odometer"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("ODOMETER_LISTEN")
-        .env_remove("ODOMETER_DATA_DIR")
-        .env_remove("ODOMETER_URL")
-        .env_remove("ODOMETER_API_KEY");
-    cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use support::{free_port, odometer, spawn_server, wait_healthy};
 
 /// A running `odometer serve` on a fresh data directory, killed on drop.
 struct Server {
@@ -49,32 +36,10 @@ impl Drop for Server {
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = odometer(&dir.path().join("data"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                let _ = tx.send(key.to_owned());
-            }
-        }
-    });
+    let (child, keys) = spawn_server(&dir.path().join("data"), port);
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if reqwest::blocking::get(format!("{base}/healthz")).is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "odometer serve did not answer /healthz within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let key = rx.recv_timeout(Duration::from_secs(5)).expect("first start prints an API key");
+    wait_healthy(&base, Duration::from_secs(30));
+    let key = keys.recv_timeout(Duration::from_secs(5)).expect("first start prints an API key");
     Server { child, base, key, dir }
 }
 

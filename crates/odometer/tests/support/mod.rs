@@ -1,0 +1,61 @@
+//! What the binary's integration tests share: starting the real `odometer serve` on a free
+//! port and waiting until it answers, and reading the API key it prints on first start.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// `odometer --data-dir DIR`, with the environment's settings removed so tests see defaults.
+pub fn odometer(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odometer"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("ODOMETER_LISTEN")
+        .env_remove("ODOMETER_DATA_DIR")
+        .env_remove("ODOMETER_URL")
+        .env_remove("ODOMETER_API_KEY");
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Spawns `odometer serve` on `port`; the receiver gets every API key it prints.
+pub fn spawn_server(data_dir: &Path, port: u16) -> (Child, Receiver<String>) {
+    let mut child = odometer(data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
+                let _ = tx.send(key.to_owned());
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits until `base` answers `/healthz`, for at most `limit`.
+pub fn wait_healthy(base: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if reqwest::blocking::get(format!("{base}/healthz")).is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "odometer serve did not answer /healthz within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
