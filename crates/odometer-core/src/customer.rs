@@ -40,6 +40,13 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Customer {
+    /// A new customer created at `now`, with a fresh id.
+    pub fn new(organization_id: OrganizationId, spec: CustomerSpec, now: DateTime<Utc>) -> Self {
+        Self { id: CustomerId::new(), organization_id, spec, created_at: now, updated_at: now }
+    }
+}
+
 /// Per-organization behaviour switches (semantics 2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrganizationSettings {

@@ -431,6 +431,22 @@ pub struct Metric {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+impl Metric {
+    /// A new metric at revision 1, created at `now`, with a fresh id.
+    pub fn new(organization_id: OrganizationId, spec: MetricSpec, now: DateTime<Utc>) -> Self {
+        Self {
+            id: MetricId::new(),
+            organization_id,
+            spec,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            archived_at: None,
+            deleted_at: None,
+        }
+    }
+}
+
 /// One changed member between two revisions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {

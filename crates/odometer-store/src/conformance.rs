@@ -34,9 +34,7 @@ use std::fmt::Debug;
 use serde_json::Value;
 
 use odometer_core::metric_input::parse_metric_spec;
-use odometer_core::{
-    time, Metric, MetricId, MetricSpec, Organization, OrganizationId, OrganizationSettings,
-};
+use odometer_core::{time, Metric, MetricSpec, Organization, OrganizationId, OrganizationSettings};
 
 use crate::catalog::Catalog;
 use crate::error::{Entity, StoreError};
@@ -146,17 +144,7 @@ pub fn spec(definition: Value) -> MetricSpec {
 
 /// A new metric at revision 1 (not stored).
 pub fn new_metric(org: OrganizationId, spec: MetricSpec) -> Metric {
-    let now = time::now();
-    Metric {
-        id: MetricId::new(),
-        organization_id: org,
-        spec,
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-        archived_at: None,
-        deleted_at: None,
-    }
+    Metric::new(org, spec, time::now())
 }
 
 /// Stores a new metric from its JSON definition.

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use odometer_core::customer::{apply_customer_patch, parse_customer_spec};
-use odometer_core::{time, Customer, CustomerId, OrganizationId, Problems};
+use odometer_core::{time, Customer, OrganizationId, Problems};
 
 use crate::catalog::Catalog;
 use crate::error::StoreError;
@@ -31,14 +31,7 @@ pub async fn create_customer(
     definition: &Value,
 ) -> Result<Customer, CustomerError> {
     let spec = parse_customer_spec(definition).map_err(CustomerError::Invalid)?;
-    let now = time::now();
-    let customer = Customer {
-        id: CustomerId::new(),
-        organization_id: org,
-        spec,
-        created_at: now,
-        updated_at: now,
-    };
+    let customer = Customer::new(org, spec, time::now());
     catalog.create_customer(&customer).await?;
     Ok(customer)
 }

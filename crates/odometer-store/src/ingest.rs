@@ -9,7 +9,7 @@ use odometer_core::intake::{
     batch_rejection, needs_customer, parse_event, validate_event, EventOutcome, EventRejection,
     IntakeContext,
 };
-use odometer_core::{time, CustomerId, MetricSpec, OrganizationId};
+use odometer_core::{time, MetricSpec, OrganizationId};
 use serde_json::Value;
 
 use crate::catalog::Catalog;
@@ -159,20 +159,14 @@ async fn create_customer_on_first_sight(
     org: OrganizationId,
     external_id: &str,
 ) -> Result<(), StoreError> {
-    let now = time::now();
-    let customer = odometer_core::Customer {
-        id: CustomerId::new(),
-        organization_id: org,
-        spec: odometer_core::CustomerSpec {
-            external_id: external_id.to_owned(),
-            name: None,
-            email: None,
-            timezone: None,
-            metadata: serde_json::Map::new(),
-        },
-        created_at: now,
-        updated_at: now,
+    let spec = odometer_core::CustomerSpec {
+        external_id: external_id.to_owned(),
+        name: None,
+        email: None,
+        timezone: None,
+        metadata: serde_json::Map::new(),
     };
+    let customer = odometer_core::Customer::new(org, spec, time::now());
     match catalog.create_customer(&customer).await {
         Ok(()) | Err(StoreError::ExternalIdTaken { .. }) => Ok(()),
         Err(other) => Err(other),

@@ -64,17 +64,7 @@ pub async fn create_metric(
     definition: &Value,
 ) -> Result<Metric, MetricError> {
     let spec = parse_metric_spec(definition).map_err(MetricError::Invalid)?;
-    let now = time::now();
-    let metric = Metric {
-        id: MetricId::new(),
-        organization_id: org,
-        spec,
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-        archived_at: None,
-        deleted_at: None,
-    };
+    let metric = Metric::new(org, spec, time::now());
     catalog.create_metric(&metric).await?;
     Ok(metric)
 }
