@@ -1169,7 +1169,7 @@ fn round_to(x: Decimal, places: i32, mode: RoundMode) -> Result<Decimal, EvalErr
 
 /// Parses `-?digits(.digits)?([eE][+-]?digits)?` exactly; `None` when the text does not match or
 /// the value needs more than 28 decimal places or a mantissa beyond 96 bits.
-fn parse_decimal_str(s: &str) -> Option<Decimal> {
+pub(crate) fn parse_decimal_str(s: &str) -> Option<Decimal> {
     let bytes = s.as_bytes();
     let mut i = 0;
     let digits_from = |start: usize| {

@@ -187,32 +187,19 @@ pub fn distinct_strings(
     out
 }
 
-/// An exact decimal from a JSON number or a string holding one (`"1000"`, `2.5`).
+/// An exact decimal from a JSON number or a string holding one (`"1000"`, `2.5`, `1e3`): the
+/// one numeric reading of semantics 2.4, shared by validation, intake and the engine.
 ///
 /// With serde_json's `arbitrary_precision`, a number keeps its original digits, so this never
 /// goes through a binary float.
 pub fn decimal_value(value: &Value) -> Option<Decimal> {
-    let text = match value {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
-    };
-    parse_decimal(&text)
+    crate::expression::json_to_decimal(value)
 }
 
-/// Parses `-12`, `3.5`, `1e3`, `2.5E-2` exactly; rejects whitespace, `NaN`, `inf` and values
-/// that do not fit in 28 significant digits.
+/// Parses `-12`, `3.5`, `1e3`, `2.5E-2` exactly; rejects whitespace, `+4`, `.5`, `NaN`, `inf`
+/// and values that a decimal cannot hold exactly.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
-    let valid_chars =
-        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
-    if !valid_chars {
-        return None;
-    }
-    if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text).ok()
-    } else {
-        text.parse::<Decimal>().ok()
-    }
+    crate::expression::parse_decimal_str(text)
 }
 
 #[cfg(test)]
@@ -270,6 +257,8 @@ mod tests {
             (json!("-12"), Some("-12")),
             (json!("1e3"), Some("1000")),
             (json!(" 4 "), None),
+            (json!("+4"), None),
+            (json!(".5"), None),
             (json!("NaN"), None),
             (json!(true), None),
             (json!("99999999999999999999999999999999"), None),
