@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use support::{free_port, odometer, spawn_server, wait_healthy};
+use support::{free_port, odometer, run, spawn_server, wait_healthy};
 
 use serde_json::{json, Value};
 
@@ -113,20 +112,10 @@ fn serve_prints_a_key_once_and_the_key_drives_the_metric_lifecycle() {
     }
 }
 
-fn run(cmd: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// Whether the command succeeded, with its standard output and error.
+fn succeeds(cmd: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
+    let (code, out, err) = run(cmd, stdin);
+    (code == 0, out, err)
 }
 
 #[test]
@@ -134,16 +123,16 @@ fn init_keys_and_metrics_commands() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
-    let (ok, out, _) = run(odometer(&data).args(["init", "--name", "acme"]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["init", "--name", "acme"]), None);
     assert!(ok);
     assert!(out.contains("odo_"), "{out}");
-    let (ok, _, err) = run(odometer(&data).arg("init"), None);
+    let (ok, _, err) = succeeds(odometer(&data).arg("init"), None);
     assert!(!ok, "a second init must refuse");
     assert!(err.contains("already initialized"), "{err}");
 
-    let (ok, out, _) = run(odometer(&data).args(["keys", "create", "--name", "ci"]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["keys", "create", "--name", "ci"]), None);
     assert!(ok && out.contains("odo_"), "{out}");
-    let (ok, out, _) = run(odometer(&data).args(["keys", "list", "--json"]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["keys", "list", "--json"]), None);
     assert!(ok);
     let keys: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(keys.as_array().unwrap().len(), 2);
@@ -152,13 +141,13 @@ fn init_keys_and_metrics_commands() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (ok, out, _) = run(odometer(&data).args(["keys", "revoke", &ci_key]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["keys", "revoke", &ci_key]), None);
     assert!(ok, "{out}");
-    let (_, out, _) = run(odometer(&data).args(["keys", "list"]), None);
+    let (_, out, _) = succeeds(odometer(&data).args(["keys", "list"]), None);
     assert!(out.contains("revoked"), "{out}");
 
     let definition = r#"{"code": "gpu", "name": "GPU seconds", "aggregation": {"type": "sum", "field": "seconds"}}"#;
-    let (ok, out, err) = run(odometer(&data).args(["metrics", "create"]), Some(definition));
+    let (ok, out, err) = succeeds(odometer(&data).args(["metrics", "create"]), Some(definition));
     assert!(ok, "{err}");
     let metric: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(metric["revision"], 1);
@@ -166,11 +155,11 @@ fn init_keys_and_metrics_commands() {
     let patch_file = dir.path().join("patch.json");
     std::fs::write(&patch_file, r#"{"rounding": {"function": "ceil", "precision": 0}}"#).unwrap();
     let (ok, out, err) =
-        run(odometer(&data).args(["metrics", "update", "gpu"]).arg(&patch_file), None);
+        succeeds(odometer(&data).args(["metrics", "update", "gpu"]).arg(&patch_file), None);
     assert!(ok, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["revision"], 2);
 
-    let (ok, _, err) = run(
+    let (ok, _, err) = succeeds(
         odometer(&data).args(["metrics", "create", "-"]),
         Some(r#"{"code": "bad", "aggregation": {"type": "sum"}}"#),
     );
@@ -180,9 +169,9 @@ fn init_keys_and_metrics_commands() {
         "{err}"
     );
 
-    let (ok, out, _) = run(odometer(&data).args(["metrics", "list"]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["metrics", "list"]), None);
     assert!(ok && out.contains("gpu") && out.contains("GPU seconds"), "{out}");
-    let (ok, out, _) = run(odometer(&data).args(["metrics", "get", "gpu"]), None);
+    let (ok, out, _) = succeeds(odometer(&data).args(["metrics", "get", "gpu"]), None);
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["rounding"]["function"], "ceil");
 }

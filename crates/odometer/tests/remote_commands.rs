@@ -9,13 +9,13 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, odometer, spawn_server, wait_healthy};
+use support::{free_port, odometer, run, spawn_server, wait_healthy};
 
 /// A running `odometer serve` on a fresh data directory, killed on drop.
 struct Server {
@@ -96,23 +96,6 @@ fn start_with_catalog() -> Server {
         server.post("/v1/customers", json!({"external_id": customer}));
     }
     server
-}
-
-/// Exit status, standard output, standard error.
-fn run(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 /// The number on the summary line that starts with `label` (`accepted`, `events read`, a code).

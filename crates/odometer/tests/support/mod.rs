@@ -2,7 +2,7 @@
 //! port and waiting until it answers, and reading the API key it prints on first start.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -58,4 +58,22 @@ pub fn wait_healthy(base: &str, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs a command to the end, feeding `stdin`: its exit status (-1 when killed by a signal),
+/// standard output and standard error.
+pub fn run(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
