@@ -1,6 +1,7 @@
 //! Odometer's domain: typed ids, metric definitions and their revisions, the update and lock
 //! rules, expressions, customers and organizations. No I/O, no async, no HTTP, no SQL.
 
+pub mod billing_period;
 pub mod customer;
 pub mod engine;
 pub mod event;
@@ -11,6 +12,7 @@ pub mod intake;
 pub mod metric;
 pub mod metric_input;
 pub mod metric_update;
+pub mod pricing;
 pub mod problem;
 pub mod time;
 pub mod usage;
