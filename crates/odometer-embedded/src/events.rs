@@ -9,14 +9,19 @@
 //! commit returned, so an event is acknowledged only once it is durable, and a crash between
 //! the commit and the map update loses nothing: the next start rebuilds the map from the rows.
 
+mod pushdown;
+mod slots;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use duckdb::arrow::array::{Array, UInt64Array};
-use duckdb::{params, Connection};
+use duckdb::types::Value as DuckValue;
+use duckdb::{appender_params_from_iter, Connection};
 use odometer_core::engine::compute_usage;
 use odometer_core::event::{Event, StoredEvent};
 use odometer_core::intake::{
@@ -29,6 +34,13 @@ use odometer_store::events::{EventListParams, EventStore, UsageQueryError};
 use odometer_store::{Page, StoreError};
 use serde_json::{Map, Value};
 
+use pushdown::Outcome;
+use slots::{typed_columns, SlotOf, SlotRegistry};
+
+/// The version of the events database's layout this build writes.
+const SCHEMA_VERSION: &str = "2";
+
+/// The events table and the slot registry (see [`slots`]); `{typed}` is the slot columns.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -41,9 +53,14 @@ CREATE TABLE IF NOT EXISTS events (
     ingested_at     BIGINT NOT NULL,
     properties      VARCHAR NOT NULL,
     fingerprint     UHUGEINT NOT NULL,
-    content         UHUGEINT NOT NULL
+    content         UHUGEINT NOT NULL,
+    {typed}
 );
-INSERT INTO odometer_meta VALUES ('events_schema_version', '1') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS property_slots (
+    org   VARCHAR NOT NULL,
+    key   VARCHAR NOT NULL,
+    slot  INTEGER
+);
 ";
 
 /// Hashes a fingerprint by its low 64 bits. Fingerprints are already uniformly distributed
@@ -86,6 +103,8 @@ struct Writer {
     index: FingerprintMap<IndexEntry>,
     /// Each organization's next sequence (semantics 1.5: from 1, strictly increasing).
     next_sequence: HashMap<String, u64>,
+    /// Shared with readers; changed only here, under the writer lock.
+    slots: Arc<RwLock<SlotRegistry>>,
 }
 
 /// Events in DuckDB (`events.duckdb` in the data directory).
@@ -94,6 +113,27 @@ pub struct DuckEventStore {
     writer: Arc<Mutex<Writer>>,
     /// A second connection for reads, so queries do not wait behind appends.
     reader: Arc<Mutex<Connection>>,
+    /// Which slot column holds each organization's property keys.
+    slots: Arc<RwLock<SlotRegistry>>,
+    paths: Arc<PathCounters>,
+}
+
+/// How usage questions were answered, since the store was opened.
+#[derive(Debug, Default)]
+struct PathCounters {
+    pushed_down: AtomicU64,
+    reference: AtomicU64,
+    pushdown_errors: AtomicU64,
+}
+
+/// How many usage questions (calls of `usage` or `usage_of_customers`) were answered by a
+/// pushed-down statement, by the reference engine over the stored events, and how many
+/// pushed-down statements failed (and were answered by the reference engine instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsagePaths {
+    pub pushed_down: u64,
+    pub reference: u64,
+    pub pushdown_errors: u64,
 }
 
 impl std::fmt::Debug for DuckEventStore {
@@ -108,6 +148,14 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
 
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
     mutex.lock().map_err(|_| StoreError::Backend("event store lock poisoned".into()))
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>, StoreError> {
+    lock.read().map_err(|_| StoreError::Backend("slot registry lock poisoned".into()))
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>, StoreError> {
+    lock.write().map_err(|_| StoreError::Backend("slot registry lock poisoned".into()))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -159,7 +207,8 @@ impl DuckEventStore {
     }
 
     fn from_connection(conn: Connection) -> Result<Self, StoreError> {
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        create_schema(&conn)?;
+        let slots = Arc::new(RwLock::new(load_slots(&conn)?));
         // Each organization's next sequence, from one aggregate query.
         let mut next_sequence: HashMap<String, u64> = HashMap::new();
         {
@@ -213,8 +262,15 @@ impl DuckEventStore {
         drop(stmt);
         let reader = conn.try_clone().map_err(backend)?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(Writer { conn, index, next_sequence })),
+            writer: Arc::new(Mutex::new(Writer {
+                conn,
+                index,
+                next_sequence,
+                slots: slots.clone(),
+            })),
             reader: Arc::new(Mutex::new(reader)),
+            slots,
+            paths: Arc::default(),
         })
     }
 
@@ -226,6 +282,122 @@ impl DuckEventStore {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+
+    /// How usage questions were answered so far (for tests and diagnostics).
+    pub fn usage_paths(&self) -> UsagePaths {
+        UsagePaths {
+            pushed_down: self.paths.pushed_down.load(Ordering::Relaxed),
+            reference: self.paths.reference.load(Ordering::Relaxed),
+            pushdown_errors: self.paths.pushdown_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Creates the tables of a new database, or checks that an existing one has this build's layout.
+fn create_schema(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    )
+    .map_err(backend)?;
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM odometer_meta WHERE key = 'events_schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(backend(other)),
+        })?;
+    match version.as_deref() {
+        None | Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(backend(format!(
+                "the events database has layout version {other}, written by an earlier development \
+                 build; this build reads version {SCHEMA_VERSION} only (no release ever wrote \
+                 version {other}: export its events with that build and import them here)"
+            )))
+        }
+    }
+    conn.execute_batch(&SCHEMA.replace("{typed}", &slots::column_definitions()))
+        .map_err(backend)?;
+    conn.execute(
+        "INSERT INTO odometer_meta VALUES ('events_schema_version', ?) ON CONFLICT DO NOTHING",
+        [SCHEMA_VERSION],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// The slot registry as stored.
+fn load_slots(conn: &Connection) -> Result<SlotRegistry, StoreError> {
+    let mut registry = SlotRegistry::default();
+    let mut stmt = conn.prepare("SELECT org, key, slot FROM property_slots").map_err(backend)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<i32>>(2)?))
+        })
+        .map_err(backend)?;
+    for row in rows {
+        let (org, key, slot) = row.map_err(backend)?;
+        let org = registry.orgs.entry(org).or_default();
+        let place = match slot.and_then(|i| usize::try_from(i).ok()) {
+            Some(i) if i < slots::SLOTS => {
+                org.used = org.used.max(i + 1);
+                SlotOf::Slot(i)
+            }
+            _ => SlotOf::Spilled,
+        };
+        org.keys.insert(key, place);
+    }
+    Ok(registry)
+}
+
+/// Gives every new top-level key of the accepted events its place, stored before any row
+/// using it is written (see [`slots`], the invariant).
+fn register_keys(
+    writer: &Writer,
+    org: &str,
+    events: &[Event],
+    outcomes: &[EventOutcome],
+) -> Result<(), StoreError> {
+    let accepted = || {
+        events
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| matches!(o, EventOutcome::Accepted { .. }))
+            .map(|(e, _)| e)
+    };
+    let known = read_lock(&writer.slots)?;
+    let fresh =
+        |slots: Option<&slots::OrgSlots>, key: &str| slots.is_none_or(|s| s.get(key).is_none());
+    let any_new = accepted().any(|e| e.properties.keys().any(|k| fresh(known.org(org), k)));
+    drop(known);
+    if !any_new {
+        return Ok(());
+    }
+    let mut registry = write_lock(&writer.slots)?;
+    let mut org_slots = registry.org(org).cloned().unwrap_or_default();
+    let mut added: Vec<(String, Option<i32>)> = Vec::new();
+    for event in accepted() {
+        for key in event.properties.keys() {
+            if let (place, true) = org_slots.assign(key) {
+                let slot = match place {
+                    SlotOf::Slot(i) => i32::try_from(i).ok(),
+                    SlotOf::Spilled => None,
+                };
+                added.push((key.clone(), slot));
+            }
+        }
+    }
+    let mut insert =
+        writer.conn.prepare("INSERT INTO property_slots VALUES (?, ?, ?)").map_err(backend)?;
+    for (key, slot) in &added {
+        insert.execute(duckdb::params![org, key, slot]).map_err(backend)?;
+    }
+    registry.orgs.insert(org.to_owned(), org_slots);
+    Ok(())
 }
 
 /// Where the first event of a conflicting key is.
@@ -300,9 +472,21 @@ fn write_batch(
     if sequence == first_sequence {
         return Ok(outcomes);
     }
+    register_keys(writer, &org_text, &events, &outcomes)?;
     let ingested_at = micros(&time::now());
     writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
-    let appended = append_rows(&writer.conn, &org_text, &events, &keyed, &outcomes, ingested_at);
+    let registry = read_lock(&writer.slots)?;
+    let no_slots = slots::OrgSlots::default();
+    let appended = append_rows(
+        &writer.conn,
+        &org_text,
+        registry.org(&org_text).unwrap_or(&no_slots),
+        &events,
+        &keyed,
+        &outcomes,
+        ingested_at,
+    );
+    drop(registry);
     if let Err(err) = appended.and_then(|()| writer.conn.execute_batch("COMMIT").map_err(backend)) {
         let _ = writer.conn.execute_batch("ROLLBACK");
         return Err(err);
@@ -320,6 +504,7 @@ fn write_batch(
 fn append_rows(
     conn: &Connection,
     org: &str,
+    org_slots: &slots::OrgSlots,
     events: &[Event],
     keyed: &[(u128, u128)],
     outcomes: &[EventOutcome],
@@ -330,20 +515,20 @@ fn append_rows(
         let EventOutcome::Accepted { sequence } = *outcome else { continue };
         let event = &events[i];
         let properties = serde_json::to_string(&event.properties).map_err(backend)?;
-        appender
-            .append_row(params![
-                sequence,
-                org,
-                event.customer,
-                event.transaction_id,
-                event.code,
-                micros(&event.timestamp),
-                ingested_at,
-                properties,
-                keyed[i].0,
-                keyed[i].1,
-            ])
-            .map_err(backend)?;
+        let mut row = vec![
+            DuckValue::UBigInt(sequence),
+            DuckValue::Text(org.to_owned()),
+            DuckValue::Text(event.customer.clone()),
+            DuckValue::Text(event.transaction_id.clone()),
+            DuckValue::Text(event.code.clone()),
+            DuckValue::BigInt(micros(&event.timestamp)),
+            DuckValue::BigInt(ingested_at),
+            DuckValue::Text(properties),
+            DuckValue::UHugeInt(keyed[i].0),
+            DuckValue::UHugeInt(keyed[i].1),
+        ];
+        row.extend(typed_columns(org_slots, &event.properties));
+        appender.append_row(appender_params_from_iter(row)).map_err(backend)?;
     }
     appender.flush().map_err(backend)
 }
@@ -521,16 +706,41 @@ impl EventStore for DuckEventStore {
         if spec.aggregation.kind == AggregationType::CustomSql {
             return Err(odometer_core::usage::UsageError::UnsupportedAggregation.into());
         }
-        let reader = self.reader.clone();
+        let (reader, slots, paths) = (self.reader.clone(), self.slots.clone(), self.paths.clone());
         let customers = customers.to_vec();
         let spec = spec.clone();
         let query = query.clone();
         tokio::task::spawn_blocking(move || {
             let org = org.to_string();
-            let grouped = {
-                let conn = lock(&reader)?;
-                usage_events(&conn, &org, &customers, &spec, &query)?
-            };
+            if customers.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Held for the whole query: no row may use a slot this query does not know.
+            let registry = read_lock(&slots)?;
+            let conn = lock(&reader)?;
+            match pushdown::plan(&org, &customers, &spec, &query, registry.org(&org))? {
+                Ok(statement) => {
+                    match pushdown::run(&conn, &statement, &spec, &customers, query.group_limit) {
+                        Ok(Outcome::Answered(results)) => {
+                            paths.pushed_down.fetch_add(1, Ordering::Relaxed);
+                            return Ok(results);
+                        }
+                        Ok(Outcome::Fallback(why)) => {
+                            tracing::debug!(why, "usage answered by the reference engine");
+                        }
+                        Err(pushdown::PushdownError::Usage(err)) => return Err(err.into()),
+                        Err(err) => {
+                            paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%err, "pushed-down usage failed; the reference engine answers");
+                        }
+                    }
+                }
+                Err(why) => tracing::debug!(why, "usage answered by the reference engine"),
+            }
+            paths.reference.fetch_add(1, Ordering::Relaxed);
+            let grouped = usage_events(&conn, &org, &customers, &spec, &query)?;
+            drop(conn);
+            drop(registry);
             let mut results = Vec::with_capacity(customers.len());
             for customer in &customers {
                 // Borrowed, not taken out of the map: a customer listed twice is answered

@@ -1,0 +1,196 @@
+//! Typed property columns: each organization's top-level property keys are assigned, in the
+//! order they are first seen, to one of [`SLOTS`] slot columns of the events table. A slot
+//! holds the property's canonical text (`s<i>`, for filters, segmentation, grouping and
+//! `unique_count`) and, when the property is a decimal, its exact value scaled to an integer
+//! (`n<i>`, a `HUGEINT` holding value × 10^[`SCALE`], for `sum`, `min`, `max`, `mean`). So
+//! usage queries read typed columns and never re-parse the JSON of the properties.
+//!
+//! Keys past the last slot are *spilled*: they stay in the JSON only, and a metric that reads
+//! one is answered by the reference engine from the JSON. A decimal that a slot cannot hold
+//! exactly (more than 10 fractional digits, or beyond ±1.7 × 10^28) marks its row `wide`;
+//! a pushed-down query that meets a wide row also falls back.
+//!
+//! Invariant: a key's slot is registered (in memory and in `property_slots`) before any row
+//! using it is committed, and readers hold the registry's read lock for the whole query, so a
+//! query never sees a row whose slot it does not know.
+
+use std::collections::HashMap;
+
+use duckdb::types::Value as DuckValue;
+use odometer_core::engine::canonical_value;
+use odometer_core::input::decimal_value;
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+/// How many property slots an organization has.
+pub const SLOTS: usize = 16;
+
+/// Slot numbers are stored as value × 10^SCALE in a 128-bit integer.
+pub const SCALE: u32 = 10;
+
+/// Where one organization's property key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotOf {
+    Slot(usize),
+    /// Seen after every slot was taken: in the JSON only.
+    Spilled,
+}
+
+/// One organization's keys.
+#[derive(Debug, Default, Clone)]
+pub struct OrgSlots {
+    pub keys: HashMap<String, SlotOf>,
+    /// How many slots are taken.
+    pub used: usize,
+}
+
+impl OrgSlots {
+    pub fn get(&self, key: &str) -> Option<SlotOf> {
+        self.keys.get(key).copied()
+    }
+
+    /// Registers `key` if new; returns its place and whether it was new.
+    pub fn assign(&mut self, key: &str) -> (SlotOf, bool) {
+        if let Some(found) = self.keys.get(key) {
+            return (*found, false);
+        }
+        let place = if self.used < SLOTS {
+            self.used += 1;
+            SlotOf::Slot(self.used - 1)
+        } else {
+            SlotOf::Spilled
+        };
+        self.keys.insert(key.to_owned(), place);
+        (place, true)
+    }
+}
+
+/// Every organization's keys.
+#[derive(Debug, Default, Clone)]
+pub struct SlotRegistry {
+    pub orgs: HashMap<String, OrgSlots>,
+}
+
+impl SlotRegistry {
+    pub fn org(&self, org: &str) -> Option<&OrgSlots> {
+        self.orgs.get(org)
+    }
+}
+
+/// An exact decimal as value × 10^SCALE; `None` when that is not exact or does not fit.
+pub fn scaled(value: Decimal) -> Option<i128> {
+    let value = value.normalize();
+    let scale = value.scale();
+    if scale > SCALE {
+        return None;
+    }
+    value.mantissa().checked_mul(10i128.checked_pow(SCALE - scale)?)
+}
+
+/// The decimal of a scaled integer; `None` when a decimal cannot hold it exactly.
+pub fn unscaled(mut value: i128) -> Option<Decimal> {
+    let mut scale = SCALE;
+    loop {
+        if let Ok(d) = Decimal::try_from_i128_with_scale(value, scale) {
+            return Some(d.normalize());
+        }
+        if scale == 0 || value % 10 != 0 {
+            return None;
+        }
+        value /= 10;
+        scale -= 1;
+    }
+}
+
+/// The typed columns of one row: `present`, `wide`, then `s0..`, then `n0..`.
+pub fn typed_columns(slots: &OrgSlots, properties: &Map<String, Value>) -> Vec<DuckValue> {
+    let mut texts: Vec<DuckValue> = vec![DuckValue::Null; SLOTS];
+    let mut numbers: Vec<DuckValue> = vec![DuckValue::Null; SLOTS];
+    let mut present = 0u32;
+    let mut wide = false;
+    for (key, value) in properties {
+        let Some(SlotOf::Slot(i)) = slots.get(key) else { continue };
+        if !value.is_null() {
+            present |= 1 << i;
+        }
+        if let Some(text) = canonical_value(value) {
+            texts[i] = DuckValue::Text(text);
+        }
+        if let Some(number) = decimal_value(value) {
+            match scaled(number) {
+                Some(n) => numbers[i] = DuckValue::HugeInt(n),
+                None => wide = true,
+            }
+        }
+    }
+    let mut row = Vec::with_capacity(2 + 2 * SLOTS);
+    row.push(DuckValue::UInt(present));
+    row.push(DuckValue::Boolean(wide));
+    row.extend(texts);
+    row.extend(numbers);
+    row
+}
+
+/// The column definitions of the typed columns, for `CREATE TABLE`.
+pub fn column_definitions() -> String {
+    let mut columns =
+        vec!["present UINTEGER NOT NULL".to_owned(), "wide BOOLEAN NOT NULL".to_owned()];
+    columns.extend((0..SLOTS).map(|i| format!("s{i} VARCHAR")));
+    columns.extend((0..SLOTS).map(|i| format!("n{i} HUGEINT")));
+    columns.join(",\n    ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::str::FromStr;
+
+    #[test]
+    fn decimals_scale_exactly_or_not_at_all() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(scaled(d("1.5")), Some(15_000_000_000));
+        assert_eq!(scaled(d("-0.0000000001")), Some(-1));
+        assert_eq!(scaled(d("1.00000000000")), Some(10_000_000_000), "trailing zeros do not count");
+        assert_eq!(scaled(d("0.00000000001")), None, "11 fractional digits");
+        assert_eq!(scaled(Decimal::MAX), None);
+        assert_eq!(unscaled(15_000_000_000), Some(d("1.5")));
+        assert_eq!(
+            unscaled(scaled(d("12345678901234567.25")).unwrap()),
+            Some(d("12345678901234567.25"))
+        );
+        // 10^37 scaled is 10^27: a decimal holds it once the zeros are dropped.
+        assert_eq!(unscaled(10i128.pow(37)), Some(d("1000000000000000000000000000")));
+        assert_eq!(unscaled(10i128.pow(37) + 1), None);
+    }
+
+    #[test]
+    fn slots_are_taken_in_order_then_spill() {
+        let mut org = OrgSlots::default();
+        for i in 0..SLOTS {
+            assert_eq!(org.assign(&format!("k{i}")), (SlotOf::Slot(i), true));
+        }
+        assert_eq!(org.assign("k0"), (SlotOf::Slot(0), false));
+        assert_eq!(org.assign("late"), (SlotOf::Spilled, true));
+        assert_eq!(org.assign("late"), (SlotOf::Spilled, false));
+    }
+
+    #[test]
+    fn typed_columns_hold_canonical_text_and_exact_numbers() {
+        let mut org = OrgSlots::default();
+        for key in ["n", "region", "obj", "nothing", "tiny"] {
+            org.assign(key);
+        }
+        let properties = json!({"n": "2.50", "region": "eu", "obj": {"a": 1}, "nothing": null,
+            "tiny": "0.00000000001"});
+        let row = typed_columns(&org, properties.as_object().unwrap());
+        assert_eq!(row[0], DuckValue::UInt(0b10111), "present: all but the null");
+        assert_eq!(row[1], DuckValue::Boolean(true), "tiny is too fine for a slot");
+        assert_eq!(row[2], DuckValue::Text("2.5".into()));
+        assert_eq!(row[3], DuckValue::Text("eu".into()));
+        assert_eq!(row[4], DuckValue::Null, "an object has no canonical text");
+        assert_eq!(row[2 + SLOTS], DuckValue::HugeInt(25_000_000_000));
+        assert_eq!(row[2 + SLOTS + 1], DuckValue::Null, "eu is not a number");
+    }
+}
