@@ -10,6 +10,7 @@
 //! the commit and the map update loses nothing: the next start rebuilds the map from the rows.
 
 mod pushdown;
+mod rows;
 mod slots;
 
 use std::collections::HashMap;
@@ -20,8 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use duckdb::arrow::array::{Array, UInt64Array};
-use duckdb::types::Value as DuckValue;
-use duckdb::{appender_params_from_iter, Connection};
+use duckdb::Connection;
 use odometer_core::engine::compute_usage;
 use odometer_core::event::{Event, StoredEvent};
 use odometer_core::intake::{
@@ -35,7 +35,7 @@ use odometer_store::{Page, StoreError};
 use serde_json::{Map, Value};
 
 use pushdown::Outcome;
-use slots::{typed_columns, SlotOf, SlotRegistry};
+use slots::{SlotOf, SlotRegistry};
 
 /// The version of the events database's layout this build writes.
 const SCHEMA_VERSION: &str = "2";
@@ -52,8 +52,10 @@ CREATE TABLE IF NOT EXISTS events (
     ts              BIGINT NOT NULL,
     ingested_at     BIGINT NOT NULL,
     properties      VARCHAR NOT NULL,
-    fingerprint     UHUGEINT NOT NULL,
-    content         UHUGEINT NOT NULL,
+    fp_hi           UBIGINT NOT NULL,
+    fp_lo           UBIGINT NOT NULL,
+    content_hi      UBIGINT NOT NULL,
+    content_lo      UBIGINT NOT NULL,
     {typed}
 );
 CREATE TABLE IF NOT EXISTS property_slots (
@@ -111,6 +113,8 @@ struct Writer {
 #[derive(Clone)]
 pub struct DuckEventStore {
     writer: Arc<Mutex<Writer>>,
+    /// Batches waiting for the writer (see [`write_queued`]).
+    queue: Arc<Mutex<Vec<Request>>>,
     /// A second connection for reads, so queries do not wait behind appends.
     reader: Arc<Mutex<Connection>>,
     /// Which slot column holds each organization's property keys.
@@ -232,13 +236,7 @@ impl DuckEventStore {
         // Read in Arrow batches of plain 64-bit halves: the row-at-a-time API costs far more
         // per value than the values themselves.
         let mut stmt = conn
-            .prepare(
-                "SELECT CAST(fingerprint >> 64 AS UBIGINT), \
-                 CAST(fingerprint & 18446744073709551615::UHUGEINT AS UBIGINT), \
-                 CAST(content >> 64 AS UBIGINT), \
-                 CAST(content & 18446744073709551615::UHUGEINT AS UBIGINT), \
-                 seq FROM events",
-            )
+            .prepare("SELECT fp_hi, fp_lo, content_hi, content_lo, seq FROM events")
             .map_err(backend)?;
         for batch in stmt.stream_arrow([]).map_err(backend)? {
             let batch = batch.map_err(backend)?;
@@ -268,6 +266,7 @@ impl DuckEventStore {
                 next_sequence,
                 slots: slots.clone(),
             })),
+            queue: Arc::default(),
             reader: Arc::new(Mutex::new(reader)),
             slots,
             paths: Arc::default(),
@@ -356,19 +355,10 @@ fn load_slots(conn: &Connection) -> Result<SlotRegistry, StoreError> {
 
 /// Gives every new top-level key of the accepted events its place, stored before any row
 /// using it is written (see [`slots`], the invariant).
-fn register_keys(
-    writer: &Writer,
-    org: &str,
-    events: &[Event],
-    outcomes: &[EventOutcome],
-) -> Result<(), StoreError> {
-    let accepted = || {
-        events
-            .iter()
-            .zip(outcomes)
-            .filter(|(_, o)| matches!(o, EventOutcome::Accepted { .. }))
-            .map(|(e, _)| e)
-    };
+fn register_keys(writer: &Writer, org: &str, events: &[Event]) -> Result<(), StoreError> {
+    // Every event of the batch, also those that will turn out duplicates: a slot too many is
+    // harmless, a row whose slot is not stored is not.
+    let accepted = || events.iter();
     let known = read_lock(&writer.slots)?;
     let fresh =
         |slots: Option<&slots::OrgSlots>, key: &str| slots.is_none_or(|s| s.get(key).is_none());
@@ -406,19 +396,96 @@ enum FirstOfKey {
     InBatch(usize),
 }
 
-fn write_batch(
-    writer: &mut Writer,
+/// One caller's batch, waiting for the writer.
+struct Request {
     org: OrganizationId,
     events: Vec<Event>,
+    /// Fingerprint and content hash of each event, computed before queueing (outside the lock).
+    keyed: Vec<(u128, u128)>,
     atomic: bool,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<EventOutcome>, StoreError>>,
+}
+
+/// What a group must undo if its commit fails.
+#[derive(Default)]
+struct Undo {
+    fingerprints: Vec<u128>,
+    sequences: HashMap<String, Option<u64>>,
+}
+
+/// Writes every queued request in one transaction (group commit): concurrent batches share
+/// one commit, and so one WAL flush. Each request is classified against the index, which
+/// already holds the identities of the requests before it in the group; the index entries and
+/// sequences a group adds are taken back if its commit fails, so outside the writer lock every
+/// fingerprint in the index is in a committed row. Replies are sent only after the commit.
+fn write_queued(writer: &mut Writer, queue: &Mutex<Vec<Request>>) -> Result<(), StoreError> {
+    let requests = std::mem::take(&mut *lock(queue)?);
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let outcome = write_group(writer, &requests);
+    match outcome {
+        Ok(all) => {
+            for (request, outcomes) in requests.into_iter().zip(all) {
+                let _ = request.reply.send(Ok(outcomes));
+            }
+        }
+        Err(err) => {
+            for request in requests {
+                let _ = request.reply.send(Err(StoreError::Backend(err.to_string())));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_group(
+    writer: &mut Writer,
+    requests: &[Request],
+) -> Result<Vec<Vec<EventOutcome>>, StoreError> {
+    for request in requests {
+        register_keys(writer, &request.org.to_string(), &request.events)?;
+    }
+    writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
+    let mut undo = Undo::default();
+    let staged = requests
+        .iter()
+        .map(|r| stage(writer, r.org, &r.events, &r.keyed, r.atomic, &mut undo))
+        .collect::<Result<Vec<_>, _>>();
+    let committed = staged.and_then(|all| {
+        writer.conn.execute_batch("COMMIT").map_err(backend)?;
+        Ok(all)
+    });
+    if committed.is_err() {
+        let _ = writer.conn.execute_batch("ROLLBACK");
+        for fingerprint in &undo.fingerprints {
+            writer.index.remove(fingerprint);
+        }
+        for (org, before) in undo.sequences {
+            match before {
+                Some(next) => writer.next_sequence.insert(org, next),
+                None => writer.next_sequence.remove(&org),
+            };
+        }
+    }
+    committed
+}
+
+/// Classifies one request's events and appends its accepted ones inside the open transaction.
+fn stage(
+    writer: &mut Writer,
+    org: OrganizationId,
+    events: &[Event],
+    keyed: &[(u128, u128)],
+    atomic: bool,
+    undo: &mut Undo,
 ) -> Result<Vec<EventOutcome>, StoreError> {
     let org_text = org.to_string();
-    let first_sequence = writer.next_sequence.get(&org_text).copied().unwrap_or(1);
+    // The organization's sequence before the group, for the undo (recorded once per group).
+    let before = writer.next_sequence.get(&org_text).copied();
+    undo.sequences.entry(org_text.clone()).or_insert(before);
+    let first_sequence = before.unwrap_or(1);
     let mut sequence = first_sequence;
-    let keyed: Vec<(u128, u128)> = events
-        .iter()
-        .map(|e| (event_fingerprint(org, &e.customer, &e.transaction_id), content_hash(e)))
-        .collect();
     // Classify every event against what is stored and what came earlier in this batch.
     let mut outcomes = Vec::with_capacity(events.len());
     let mut conflicts: Vec<(usize, FirstOfKey)> = Vec::new();
@@ -449,6 +516,7 @@ fn write_batch(
         let first_event = match first {
             FirstOfKey::InBatch(j) => events[j].clone(),
             FirstOfKey::Stored(seq) => {
+                // Stored, or appended earlier in this group: the open transaction sees both.
                 let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
                 read_events(&writer.conn, &sql, &[&org_text, &seq])?
                     .pop()
@@ -472,29 +540,24 @@ fn write_batch(
     if sequence == first_sequence {
         return Ok(outcomes);
     }
-    register_keys(writer, &org_text, &events, &outcomes)?;
     let ingested_at = micros(&time::now());
-    writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
     let registry = read_lock(&writer.slots)?;
     let no_slots = slots::OrgSlots::default();
-    let appended = append_rows(
+    append_rows(
         &writer.conn,
         &org_text,
         registry.org(&org_text).unwrap_or(&no_slots),
-        &events,
-        &keyed,
+        events,
+        keyed,
         &outcomes,
         ingested_at,
-    );
+    )?;
     drop(registry);
-    if let Err(err) = appended.and_then(|()| writer.conn.execute_batch("COMMIT").map_err(backend)) {
-        let _ = writer.conn.execute_batch("ROLLBACK");
-        return Err(err);
-    }
-    // Durable now: make the new identities known and advance the sequence.
+    // Known at once to the rest of the group; taken back if the commit fails.
     for (i, outcome) in outcomes.iter().enumerate() {
         if let EventOutcome::Accepted { sequence } = *outcome {
             writer.index.insert(keyed[i].0, IndexEntry { content: keyed[i].1, sequence });
+            undo.fingerprints.push(keyed[i].0);
         }
     }
     writer.next_sequence.insert(org_text, sequence);
@@ -510,26 +573,20 @@ fn append_rows(
     outcomes: &[EventOutcome],
     ingested_at: i64,
 ) -> Result<(), StoreError> {
-    let mut appender = conn.appender("events").map_err(backend)?;
+    let mut rows = rows::Rows::with_capacity(events.len()).map_err(backend)?;
+    // One buffer for every event's JSON text.
+    let mut json = Vec::new();
     for (i, outcome) in outcomes.iter().enumerate() {
         let EventOutcome::Accepted { sequence } = *outcome else { continue };
         let event = &events[i];
-        let properties = serde_json::to_string(&event.properties).map_err(backend)?;
-        let mut row = vec![
-            DuckValue::UBigInt(sequence),
-            DuckValue::Text(org.to_owned()),
-            DuckValue::Text(event.customer.clone()),
-            DuckValue::Text(event.transaction_id.clone()),
-            DuckValue::Text(event.code.clone()),
-            DuckValue::BigInt(micros(&event.timestamp)),
-            DuckValue::BigInt(ingested_at),
-            DuckValue::Text(properties),
-            DuckValue::UHugeInt(keyed[i].0),
-            DuckValue::UHugeInt(keyed[i].1),
-        ];
-        row.extend(typed_columns(org_slots, &event.properties));
-        appender.append_row(appender_params_from_iter(row)).map_err(backend)?;
+        json.clear();
+        serde_json::to_writer(&mut json, &event.properties).map_err(backend)?;
+        let properties = std::str::from_utf8(&json).map_err(backend)?;
+        rows.push(sequence, org, event, keyed[i], ingested_at, properties, org_slots);
     }
+    let batch = rows.finish().map_err(backend)?;
+    let mut appender = conn.appender("events").map_err(backend)?;
+    appender.append_record_batch(batch).map_err(backend)?;
     appender.flush().map_err(backend)
 }
 
@@ -615,8 +672,21 @@ impl EventStore for DuckEventStore {
         events: Vec<Event>,
         atomic: bool,
     ) -> Result<Vec<EventOutcome>, StoreError> {
-        let writer = self.writer.clone();
-        blocking(move || write_batch(&mut *lock(&writer)?, org, events, atomic)).await
+        let (writer, queue) = (self.writer.clone(), self.queue.clone());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        blocking(move || {
+            // Hashing is the costliest per-event work: done here, in parallel, not under the lock.
+            let keyed = events
+                .iter()
+                .map(|e| (event_fingerprint(org, &e.customer, &e.transaction_id), content_hash(e)))
+                .collect();
+            lock(&queue)?.push(Request { org, events, keyed, atomic, reply });
+            // Whoever holds the writer next writes everything queued, this request included
+            // (unless an earlier holder already took it).
+            write_queued(&mut *lock(&writer)?, &queue)
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Backend("the event writer dropped a batch".into()))?
     }
 
     async fn get_event(

@@ -12,6 +12,11 @@ mod usage;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: ingest and queries allocate many small,
+/// short-lived values (JSON documents, strings), where glibc's malloc was a fifth of the time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use crate::cli::{Cli, Command};

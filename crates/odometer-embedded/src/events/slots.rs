@@ -7,7 +7,7 @@
 //!
 //! Keys past the last slot are *spilled*: they stay in the JSON only, and a metric that reads
 //! one is answered by the reference engine from the JSON. A decimal that a slot cannot hold
-//! exactly (more than 10 fractional digits, or beyond ±1.7 × 10^28) marks its row `wide`;
+//! exactly (more than 10 fractional digits, or 10^28 and beyond) marks its row `wide`;
 //! a pushed-down query that meets a wide row also falls back.
 //!
 //! Invariant: a key's slot is registered (in memory and in `property_slots`) before any row
@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 
-use duckdb::types::Value as DuckValue;
 use odometer_core::engine::canonical_value;
 use odometer_core::input::decimal_value;
 use rust_decimal::Decimal;
@@ -84,8 +83,13 @@ pub fn scaled(value: Decimal) -> Option<i128> {
     if scale > SCALE {
         return None;
     }
-    value.mantissa().checked_mul(10i128.checked_pow(SCALE - scale)?)
+    let n = value.mantissa().checked_mul(10i128.checked_pow(SCALE - scale)?)?;
+    // Appended through Arrow as a 38-digit decimal.
+    (n.unsigned_abs() < MAX_SCALED).then_some(n)
 }
+
+/// 10^38: scaled values stay below it (38 digits).
+const MAX_SCALED: u128 = 100_000_000_000_000_000_000_000_000_000_000_000_000;
 
 /// The decimal of a scaled integer; `None` when a decimal cannot hold it exactly.
 pub fn unscaled(mut value: i128) -> Option<Decimal> {
@@ -102,32 +106,38 @@ pub fn unscaled(mut value: i128) -> Option<Decimal> {
     }
 }
 
-/// The typed columns of one row: `present`, `wide`, then `s0..`, then `n0..`.
-pub fn typed_columns(slots: &OrgSlots, properties: &Map<String, Value>) -> Vec<DuckValue> {
-    let mut texts: Vec<DuckValue> = vec![DuckValue::Null; SLOTS];
-    let mut numbers: Vec<DuckValue> = vec![DuckValue::Null; SLOTS];
-    let mut present = 0u32;
-    let mut wide = false;
+/// The typed columns of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedRow {
+    /// Bit `i`: the property of slot `i` is there and not null.
+    pub present: u32,
+    /// A decimal property did not fit its slot exactly.
+    pub wide: bool,
+    pub texts: [Option<String>; SLOTS],
+    pub numbers: [Option<i128>; SLOTS],
+}
+
+/// Reads an event's properties into its organization's slots.
+pub fn typed_columns(slots: &OrgSlots, properties: &Map<String, Value>) -> TypedRow {
+    let mut row = TypedRow {
+        present: 0,
+        wide: false,
+        texts: std::array::from_fn(|_| None),
+        numbers: [None; SLOTS],
+    };
     for (key, value) in properties {
         let Some(SlotOf::Slot(i)) = slots.get(key) else { continue };
         if !value.is_null() {
-            present |= 1 << i;
+            row.present |= 1 << i;
         }
-        if let Some(text) = canonical_value(value) {
-            texts[i] = DuckValue::Text(text);
-        }
+        row.texts[i] = canonical_value(value);
         if let Some(number) = decimal_value(value) {
             match scaled(number) {
-                Some(n) => numbers[i] = DuckValue::HugeInt(n),
-                None => wide = true,
+                Some(n) => row.numbers[i] = Some(n),
+                None => row.wide = true,
             }
         }
     }
-    let mut row = Vec::with_capacity(2 + 2 * SLOTS);
-    row.push(DuckValue::UInt(present));
-    row.push(DuckValue::Boolean(wide));
-    row.extend(texts);
-    row.extend(numbers);
     row
 }
 
@@ -155,6 +165,8 @@ mod tests {
         assert_eq!(scaled(d("1.00000000000")), Some(10_000_000_000), "trailing zeros do not count");
         assert_eq!(scaled(d("0.00000000001")), None, "11 fractional digits");
         assert_eq!(scaled(Decimal::MAX), None);
+        assert_eq!(scaled(d("9999999999999999999999999999")), None, "38 digits scaled");
+        assert!(scaled(d("999999999999999999999999999")).is_some(), "37 digits scaled");
         assert_eq!(unscaled(15_000_000_000), Some(d("1.5")));
         assert_eq!(
             unscaled(scaled(d("12345678901234567.25")).unwrap()),
@@ -185,12 +197,12 @@ mod tests {
         let properties = json!({"n": "2.50", "region": "eu", "obj": {"a": 1}, "nothing": null,
             "tiny": "0.00000000001"});
         let row = typed_columns(&org, properties.as_object().unwrap());
-        assert_eq!(row[0], DuckValue::UInt(0b10111), "present: all but the null");
-        assert_eq!(row[1], DuckValue::Boolean(true), "tiny is too fine for a slot");
-        assert_eq!(row[2], DuckValue::Text("2.5".into()));
-        assert_eq!(row[3], DuckValue::Text("eu".into()));
-        assert_eq!(row[4], DuckValue::Null, "an object has no canonical text");
-        assert_eq!(row[2 + SLOTS], DuckValue::HugeInt(25_000_000_000));
-        assert_eq!(row[2 + SLOTS + 1], DuckValue::Null, "eu is not a number");
+        assert_eq!(row.present, 0b10111, "all but the null");
+        assert!(row.wide, "tiny is too fine for a slot");
+        assert_eq!(row.texts[0].as_deref(), Some("2.5"));
+        assert_eq!(row.texts[1].as_deref(), Some("eu"));
+        assert_eq!(row.texts[2], None, "an object has no canonical text");
+        assert_eq!(row.numbers[0], Some(25_000_000_000));
+        assert_eq!(row.numbers[1], None, "eu is not a number");
     }
 }
