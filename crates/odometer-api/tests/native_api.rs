@@ -925,3 +925,106 @@ async fn usage_per_customer_and_invoice_run_with_as_of_reproducing_a_past_answer
         assert_error(&app.call(Method::GET, &format!("/v1/usage?{query}"), None).await, status, code);
     }
 }
+
+#[tokio::test]
+async fn sem_6_4_a_preview_proposes_exactly_what_usage_reports_once_the_patch_is_applied() {
+    let app = spawn_app().await;
+    seed_customers_and_metric(&app).await;
+    let answer =
+        app.call(Method::POST, "/v1/customers", Some(json!({"external_id": "idle"}))).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let batch = json!({"events": [
+        event("p1", "acme", "2026-01-01T10:00:00Z", json!({"bytes": 10, "region": "eu"})),
+        event("p2", "acme", "2026-01-02T10:00:00Z", json!({"bytes": 5, "region": "us"})),
+        event("p3", "acme", "2026-01-03T10:00:00Z", json!({"bytes": 1, "region": "ap"})),
+        event("p4", "globex", "2026-01-01T12:00:00Z", json!({"bytes": 7, "region": "us"})),
+        event("p5", "globex", "2026-01-05T12:00:00Z", json!({"bytes": 100, "region": "us"})),
+    ]});
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(batch)).await.body["accepted"], 5);
+    // Only eu events, in thousands: acme 16 -> 0.01, globex 107 -> 0, idle 0 -> 0.
+    let patch = json!({
+        "filters": [{"property": "region", "op": "eq", "values": ["eu"]}],
+        "unit_conversion": {"factor": "1000", "rounding": "none"}
+    });
+    let period = ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z");
+    let body = json!({"patch": patch, "from": period.0, "to": period.1});
+    let preview = app.call(Method::POST, "/v1/metrics/storage/preview", Some(body)).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert_eq!(preview.body["would_be_refused"], false);
+    assert_eq!(preview.body["locked_fields"], json!([]));
+    assert_eq!(preview.body["metric"]["revision"], 1, "nothing saved");
+    let rows = preview.body["results"].as_array().unwrap();
+    let row = |i: usize| {
+        (
+            rows[i]["customer"].clone(),
+            rows[i]["current"].clone(),
+            rows[i]["proposed"].clone(),
+            rows[i]["difference"].clone(),
+        )
+    };
+    // Largest change first: globex -107, acme -15.99, idle 0.
+    assert_eq!(row(0), (json!("globex"), json!("107"), json!("0"), json!("-107")));
+    assert_eq!(row(1), (json!("acme"), json!("16"), json!("0.01"), json!("-15.99")));
+    assert_eq!(row(2), (json!("idle"), json!("0"), json!("0"), json!("0")));
+    let paths: Vec<&str> = preview.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["filters", "unit_conversion"]);
+
+    // Saved, the usage is the preview's proposal, customer by customer.
+    let patched = app.call(Method::PATCH, "/v1/metrics/storage", Some(patch)).await;
+    assert_eq!(patched.body["revision"], 2, "{}", patched.body);
+    for r in rows {
+        let customer = r["customer"].as_str().unwrap();
+        let path = format!(
+            "/v1/usage?metric=storage&customer={customer}&from={}&to={}",
+            period.0, period.1
+        );
+        let usage = app.call(Method::GET, &path, None).await;
+        assert_eq!(usage.body["windows"][0]["total"], r["proposed"], "{customer}: {}", usage.body);
+    }
+
+    // Chosen customers only; a locked change is shown, flagged, not refused.
+    let body = json!({"patch": {"aggregation": {"field": "other"}}, "from": period.0, "to": period.1,
+        "customers": ["acme"]});
+    let preview = app.call(Method::POST, "/v1/metrics/storage/preview", Some(body)).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert_eq!(preview.body["locked_fields"], json!(["aggregation.field"]));
+    assert_eq!(preview.body["would_be_refused"], false, "no plan charges the metric");
+    assert_eq!(preview.body["results"].as_array().unwrap().len(), 1);
+    assert_eq!(preview.body["results"][0]["proposed"], "0", "no event has 'other'");
+
+    // Bad requests.
+    let bad = app
+        .call(Method::POST, "/v1/metrics/storage/preview", Some(json!({"from": period.0})))
+        .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "missing_field");
+    let paths: Vec<&str> = bad.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["patch", "to"]);
+    let reversed = json!({"patch": {}, "from": period.1, "to": period.0});
+    assert_error(
+        &app.call(Method::POST, "/v1/metrics/storage/preview", Some(reversed)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_period",
+    );
+    let unknown = json!({"patch": {}, "from": period.0, "to": period.1, "customers": ["nobody"]});
+    assert_error(
+        &app.call(Method::POST, "/v1/metrics/storage/preview", Some(unknown)).await,
+        StatusCode::NOT_FOUND,
+        "customer_not_found",
+    );
+    let invalid =
+        json!({"patch": {"aggregation": {"type": "nope"}}, "from": period.0, "to": period.1});
+    assert_eq!(
+        app.call(Method::POST, "/v1/metrics/storage/preview", Some(invalid)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

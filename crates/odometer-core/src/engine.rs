@@ -144,6 +144,36 @@ pub fn compute_usage(
     Ok(UsageResult { windows })
 }
 
+/// The per-event values of the events that count for `spec` in `[from, to)` (and were ingested
+/// by `as_of`), in `(timestamp, sequence)` order: what a percentage charge prices event by
+/// event. Events outside the segmentation under `unmatched: drop` and skipped events have no
+/// value; a `count` metric's events are worth 1 each. Values are read before unit conversion
+/// and rounding, as the aggregation reads them.
+pub fn counted_values(
+    spec: &MetricSpec,
+    events: &[StoredEvent],
+    (from, to): Window,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<rust_decimal::Decimal> {
+    let reader = EventReader::new(spec, &[]);
+    let mut prepared: Vec<PreparedEvent> = events
+        .iter()
+        .filter(|stored| as_of.is_none_or(|as_of| stored.ingested_at <= as_of))
+        .filter(|stored| stored.event.timestamp >= from && stored.event.timestamp < to)
+        .filter_map(|stored| reader.prepare(stored))
+        .filter(|e| e.group.is_some())
+        .collect();
+    prepared.sort_by_key(|e| (e.timestamp, e.sequence));
+    prepared
+        .into_iter()
+        .filter_map(|e| match e.reading {
+            Reading::Number(value) => Some(value),
+            Reading::Counted => Some(rust_decimal::Decimal::ONE),
+            Reading::Distinct(..) | Reading::Skipped => None,
+        })
+        .collect()
+}
+
 /// One group's events within one window, while the window is being assembled.
 #[derive(Default)]
 struct GroupEvents<'a> {

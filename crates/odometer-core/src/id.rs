@@ -125,6 +125,19 @@ prefixed_id!(
     /// A customer (`cus_`); clients mostly address customers by their external id.
     CustomerId, "cus_", "customer"
 );
+prefixed_id!(
+    /// A plan (`plan_`): a price list of a base amount and charges.
+    PlanId, "plan_", "plan"
+);
+prefixed_id!(
+    /// One charge of a plan (`ch_`); it keeps its id while the plan is replaced.
+    ChargeId, "ch_", "charge"
+);
+prefixed_id!(
+    /// A subscription of a customer to a plan (`sub_`); clients mostly address subscriptions
+    /// by their external id.
+    SubscriptionId, "sub_", "subscription"
+);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

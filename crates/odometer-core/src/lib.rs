@@ -2,6 +2,7 @@
 //! rules, expressions, customers and organizations. No I/O, no async, no HTTP, no SQL.
 
 pub mod billing_period;
+pub mod charge_usage;
 pub mod customer;
 pub mod engine;
 pub mod event;

@@ -752,6 +752,29 @@ impl EventStore for DuckEventStore {
         .await
     }
 
+    async fn customer_events(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        code: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let reader = self.reader.clone();
+        let (customer, code) = (customer.to_owned(), code.to_owned());
+        blocking(move || {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND customer = ? AND code = ? \
+                 AND ts >= ? AND ts < ? ORDER BY seq"
+            );
+            let org = org.to_string();
+            let (from, to) = (from.as_ref().map_or(i64::MIN, micros), micros(&to));
+            let conn = lock(&reader)?;
+            read_events(&conn, &sql, &[&org, &customer, &code, &from, &to])
+        })
+        .await
+    }
+
     async fn usage(
         &self,
         org: OrganizationId,

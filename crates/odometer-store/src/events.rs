@@ -100,4 +100,34 @@ pub trait EventStore: Send + Sync + 'static {
         spec: &MetricSpec,
         query: &UsageQuery,
     ) -> Result<Vec<UsageResult>, UsageQueryError>;
+
+    /// One customer's events of one code with `from <= timestamp < to` (from the first when
+    /// `from` is `None`), in ingestion order: what pricing reads event by event. The default
+    /// pages through [`EventStore::list_events`].
+    async fn customer_events(
+        &self,
+        org: OrganizationId,
+        customer: &str,
+        code: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut all = Vec::new();
+        let mut params = EventListParams {
+            customer: Some(customer.to_owned()),
+            code: Some(code.to_owned()),
+            from,
+            to: Some(to),
+            limit: 1000,
+            cursor: None,
+        };
+        loop {
+            let page = self.list_events(org, &params).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => params.cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
 }

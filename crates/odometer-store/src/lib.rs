@@ -9,6 +9,7 @@ pub mod events;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod preview;
 pub mod tenants;
 
 pub use catalog::{

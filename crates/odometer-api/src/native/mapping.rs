@@ -33,12 +33,12 @@ pub fn revision(r: &MetricRevision) -> MetricRevisionDto {
         metric_id: r.metric_id.to_string(),
         revision: r.revision,
         effective_at: format_micros(&r.effective_at),
-        changes: r.changes.iter().map(change).collect(),
+        changes: r.changes.iter().map(field_change).collect(),
         definition: definition(&r.spec),
     }
 }
 
-fn change(c: &FieldChange) -> FieldChangeDto {
+pub fn field_change(c: &FieldChange) -> FieldChangeDto {
     FieldChangeDto { path: c.path.clone(), before: c.before.clone(), after: c.after.clone() }
 }
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod organization;
+pub mod preview;
 pub mod usage;
 
 use axum::extract::DefaultBodyLimit;
@@ -69,6 +70,7 @@ pub fn router() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(metrics::unarchive_metric))
         .routes(routes!(metrics::list_revisions))
         .routes(routes!(metrics::get_revision))
+        .routes(routes!(preview::preview_metric))
         .routes(routes!(customers::create_customer, customers::list_customers))
         .routes(routes!(
             customers::get_customer,

@@ -54,7 +54,7 @@ fn instant(name: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_timestamp", format!("{name}: {}", e.message)))
 }
 
-fn usage_error(err: UsageQueryError) -> ApiError {
+pub(super) fn usage_error(err: UsageQueryError) -> ApiError {
     match err {
         UsageQueryError::Store(store) => store.into(),
         UsageQueryError::Usage(usage) => {

@@ -48,6 +48,7 @@ pub use appends::{
     the_key_includes_customer_and_organization,
 };
 pub use reads::{
+    customer_events_are_one_customer_and_code_in_ingestion_order,
     event_lists_filter_by_customer_code_and_time, event_lists_page_in_sequence_order,
     invalid_event_cursors_are_rejected, other_organizations_events_are_never_seen,
     stored_events_are_read_back_by_key,
@@ -115,6 +116,7 @@ macro_rules! event_store_conformance_tests {
             stored_events_are_read_back_by_key,
             event_lists_page_in_sequence_order,
             event_lists_filter_by_customer_code_and_time,
+            customer_events_are_one_customer_and_code_in_ingestion_order,
             invalid_event_cursors_are_rejected,
             other_organizations_events_are_never_seen,
             usage_matches_the_reference_engine,

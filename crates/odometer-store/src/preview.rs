@@ -1,0 +1,162 @@
+//! Previewing a metric update (semantics 6.4): the proposed definition evaluated over a period
+//! for all or some customers, beside the current one, without saving anything.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use odometer_core::metric::FieldChange;
+use odometer_core::metric_update::{apply_metric_patch, check_lock};
+use odometer_core::usage::{UsageQuery, UsageResult, WindowSize, DEFAULT_GROUP_LIMIT};
+use odometer_core::{Metric, MetricSpec, OrganizationId, Problems};
+
+use crate::catalog::{Catalog, CustomerListParams};
+use crate::error::StoreError;
+use crate::events::{EventStore, UsageQueryError};
+use crate::metrics::find_metric;
+
+/// Customers evaluated per usage statement.
+const CHUNK: usize = 1000;
+
+/// The most customers one preview evaluates (name them to preview others).
+pub const MAX_PREVIEW_CUSTOMERS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewRequest {
+    pub patch: Value,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// External ids; every customer of the organization when `None`.
+    pub customers: Option<Vec<String>>,
+}
+
+/// One customer's value under the current and the proposed definition (the period's total;
+/// `None` when the aggregation has no value, like the `max` of no events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewRow {
+    pub customer: String,
+    pub current: Option<Decimal>,
+    pub proposed: Option<Decimal>,
+    /// `proposed - current`, an absent value counting as 0; `None` when both are absent.
+    pub difference: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub metric: Metric,
+    pub proposed: MetricSpec,
+    pub changes: Vec<FieldChange>,
+    /// Locked fields the patch changes (semantics 6.3).
+    pub locked_fields: Vec<&'static str>,
+    /// Whether saving the patch would be refused: it changes locked fields of an attached metric.
+    pub would_be_refused: bool,
+    /// Sorted by the size of the difference, largest first, then by customer.
+    pub rows: Vec<PreviewRow>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("{0}")]
+    Invalid(Problems),
+    #[error("more than {MAX_PREVIEW_CUSTOMERS} customers: name the customers to preview")]
+    TooManyCustomers,
+    #[error(transparent)]
+    Usage(#[from] UsageQueryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PreviewError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(problems) => problems.first_code(),
+            Self::TooManyCustomers => "too_many_customers",
+            Self::Usage(e) => e.code(),
+            Self::Store(e) => e.code(),
+        }
+    }
+}
+
+/// Evaluates `request.patch` against the live metric `id_or_code` without saving it.
+pub async fn preview_metric_update(
+    catalog: &dyn Catalog,
+    events: &dyn EventStore,
+    org: OrganizationId,
+    id_or_code: &str,
+    request: &PreviewRequest,
+) -> Result<Preview, PreviewError> {
+    let metric = find_metric(catalog, org, id_or_code).await?;
+    let next = apply_metric_patch(&metric.spec, &request.patch).map_err(PreviewError::Invalid)?;
+    let locked_fields =
+        check_lock(&metric.spec, &next.spec, true).err().map_or(Vec::new(), |l| l.fields);
+    let would_be_refused =
+        !locked_fields.is_empty() && catalog.is_metric_attached(org, metric.id).await?;
+    let customers = match &request.customers {
+        Some(named) => {
+            for customer in named {
+                catalog.get_customer(org, customer).await?;
+            }
+            named.clone()
+        }
+        None => all_customers(catalog, org).await?,
+    };
+    let query = UsageQuery {
+        from: request.from,
+        to: request.to,
+        window: WindowSize::None,
+        timezone: chrono_tz::Tz::UTC,
+        group_by: Vec::new(),
+        as_of: None,
+        group_limit: DEFAULT_GROUP_LIMIT,
+    };
+    let mut rows = Vec::with_capacity(customers.len());
+    for chunk in customers.chunks(CHUNK) {
+        let current = events.usage_of_customers(org, chunk, &metric.spec, &query).await?;
+        let proposed = events.usage_of_customers(org, chunk, &next.spec, &query).await?;
+        for ((customer, current), proposed) in chunk.iter().zip(&current).zip(&proposed) {
+            let (current, proposed) = (total(current), total(proposed));
+            let difference = match (current, proposed) {
+                (None, None) => None,
+                (c, p) => p.unwrap_or_default().checked_sub(c.unwrap_or_default()),
+            };
+            rows.push(PreviewRow { customer: customer.clone(), current, proposed, difference });
+        }
+    }
+    rows.sort_by(|a, b| {
+        let size = |r: &PreviewRow| r.difference.map(|d| d.abs()).unwrap_or_default();
+        size(b).cmp(&size(a)).then_with(|| a.customer.cmp(&b.customer))
+    });
+    Ok(Preview {
+        metric,
+        proposed: next.spec,
+        changes: next.changes,
+        locked_fields,
+        would_be_refused,
+        rows,
+    })
+}
+
+fn total(result: &UsageResult) -> Option<Decimal> {
+    result.windows.first().and_then(|w| w.total)
+}
+
+/// Every customer's external id, in the catalog's order.
+async fn all_customers(
+    catalog: &dyn Catalog,
+    org: OrganizationId,
+) -> Result<Vec<String>, PreviewError> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let params = CustomerListParams { search: None, limit: 1000, cursor };
+        let page = catalog.list_customers(org, &params).await?;
+        all.extend(page.items.into_iter().map(|c| c.spec.external_id));
+        if all.len() > MAX_PREVIEW_CUSTOMERS {
+            return Err(PreviewError::TooManyCustomers);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
