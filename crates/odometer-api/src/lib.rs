@@ -2,8 +2,11 @@
 //! dialects), request ids, health, the generated OpenAPI document and the `/docs` page.
 
 mod docs;
+pub mod lago;
+mod meteroid;
 pub mod native;
 mod request_context;
+pub mod zenskar;
 
 use std::sync::Arc;
 
@@ -50,6 +53,9 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(native)
+        .nest("/lago", lago::router())
+        .nest("/zenskar", zenskar::router())
+        .nest("/meteroid", meteroid::router())
         .fallback(native::error::route_not_found)
         .method_not_allowed_fallback(native::error::method_not_allowed)
         .with_state(state)

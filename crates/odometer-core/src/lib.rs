@@ -13,12 +13,18 @@ pub mod intake;
 pub mod metric;
 pub mod metric_input;
 pub mod metric_update;
+pub mod plan;
 pub mod pricing;
 pub mod problem;
+pub mod sql_metric;
+pub mod subscription;
 pub mod time;
 pub mod usage;
 
 pub use customer::{Customer, CustomerSpec, Organization, OrganizationSettings};
 pub use id::{ApiKeyId, CustomerId, MetricId, OrganizationId};
+pub use id::{ChargeId, PlanId, SubscriptionId};
 pub use metric::{Metric, MetricRevision, MetricSpec};
+pub use plan::{ChargeSpec, Plan, PlanSpec};
 pub use problem::{Problem, Problems};
+pub use subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};

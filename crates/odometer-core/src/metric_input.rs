@@ -255,11 +255,25 @@ fn parse_aggregation(value: &Value, problems: &mut Problems) -> Option<Aggregati
 }
 
 fn parse_sql(reader: &mut ObjectReader<'_>, problems: &mut Problems) -> Option<SqlDefinition> {
-    let query = reader.required_string("query", MAX_QUERY_CHARS, problems);
+    // SQL is written over several lines: line breaks and tabs are allowed, other control
+    // characters are not.
+    let query = match reader.get("query") {
+        None | Some(Value::Null) => {
+            problems.push("aggregation.query", "missing_field", "is required");
+            None
+        }
+        Some(value) => sql_text("aggregation.query", value, problems),
+    };
     if let Some(query) = &query {
         check_select_shape("aggregation.query", query, problems);
     }
-    let customer_query = reader.optional_string("customer_query", MAX_QUERY_CHARS, problems);
+    let customer_query = match reader.get("customer_query") {
+        None | Some(Value::Null) => None,
+        Some(value) => sql_text("aggregation.customer_query", value, problems),
+    };
+    if let Some(customer_query) = &customer_query {
+        check_select_shape("aggregation.customer_query", customer_query, problems);
+    }
     let dataschema = reader.get("dataschema").cloned();
     let visual_query_builder = reader.get("visual_query_builder").cloned();
     let datasource = reader.get("datasource").cloned();
@@ -272,30 +286,17 @@ fn parse_sql(reader: &mut ObjectReader<'_>, problems: &mut Problems) -> Option<S
     })
 }
 
-/// A first, shallow check that a SQL metric is one SELECT (or WITH ... SELECT) statement.
-/// The full sandboxing validator (tables, functions, settings) belongs to the SQL-metric
-/// engine; this only refuses what is plainly not a query.
+fn sql_text(path: &str, value: &Value, problems: &mut Problems) -> Option<String> {
+    let flattened = value.as_str().map(|text| Value::String(text.replace(['\n', '\r', '\t'], " ")));
+    string_value(path, flattened.as_ref().unwrap_or(value), MAX_QUERY_CHARS, problems)?;
+    value.as_str().map(str::to_owned)
+}
+
+/// A SQL metric's query is one read-only SELECT over allowed tables and functions
+/// ([`crate::sql_metric`]); which tables exist is for the store to check.
 fn check_select_shape(path: &str, query: &str, problems: &mut Problems) {
-    let trimmed = query.trim_start();
-    let offset = query.len() - trimmed.len();
-    let head: String = trimmed.chars().take(6).collect::<String>().to_ascii_lowercase();
-    if !(head.starts_with("select") || head.starts_with("with")) {
-        problems.push(
-            path,
-            "invalid_sql",
-            format!(
-                "must be a single SELECT statement (found something else at position {offset})"
-            ),
-        );
-        return;
-    }
-    let body = query.trim_end().trim_end_matches(';');
-    if let Some(pos) = body.find(';') {
-        problems.push(
-            path,
-            "invalid_sql",
-            format!("must be a single statement (a ';' at position {pos} starts another)"),
-        );
+    if let Err(err) = crate::sql_metric::parse_sql_query(query) {
+        problems.push(path, "invalid_sql", err.to_string());
     }
 }
 

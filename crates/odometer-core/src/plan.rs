@@ -220,7 +220,9 @@ impl PlanInput {
                 Some(id) if existing.iter().any(|c| c.id == id) => Some(id),
                 Some(id) => {
                     let message = if existing.is_empty() {
-                        format!("'{id}' is not a charge of this plan (leave id out for a new charge)")
+                        format!(
+                            "'{id}' is not a charge of this plan (leave id out for a new charge)"
+                        )
                     } else {
                         format!("'{id}' is not one of this plan's charges")
                     };
@@ -361,7 +363,11 @@ fn read_amount(
     };
     let Some(amount) = decimal_value(value).filter(|d| *d >= Decimal::ZERO).map(|d| d.normalize())
     else {
-        problems.push("amount", "invalid_value", format!("must be a decimal of at least 0, got {value}"));
+        problems.push(
+            "amount",
+            "invalid_value",
+            format!("must be a decimal of at least 0, got {value}"),
+        );
         return None;
     };
     if let Some(currency) = currency {
@@ -389,9 +395,8 @@ fn read_charge(path: &str, value: &Value, problems: &mut Problems) -> Option<Cha
             problems.push(&metric_path, "missing_field", "is required (a metric id or code)");
             None
         }
-        Some(value) => {
-            string_value(&metric_path, value, MAX_CODE_CHARS, problems).map(|t| MetricRef::parse(&t))
-        }
+        Some(value) => string_value(&metric_path, value, MAX_CODE_CHARS, problems)
+            .map(|t| MetricRef::parse(&t)),
     };
     let pricing = read_charge_pricing_members(&mut reader, problems);
     let pricing_group_keys = read_group_keys(&mut reader, problems);
@@ -640,7 +645,10 @@ mod tests {
             parse_plan_input(&doc).unwrap().resolve(&[None, Some(metric)], &first.charges);
         let found: Vec<(&str, &str)> =
             problems.as_ref().unwrap_err().iter().map(|p| (p.path.as_str(), p.code)).collect();
-        assert_eq!(found, [("charges[0].metric", "unknown_metric"), ("charges[1].id", "unknown_charge")]);
+        assert_eq!(
+            found,
+            [("charges[0].metric", "unknown_metric"), ("charges[1].id", "unknown_charge")]
+        );
 
         doc["charges"][1]["id"] = json!(kept.to_string());
         let found = problems_of(doc);

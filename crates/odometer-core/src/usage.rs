@@ -129,6 +129,12 @@ pub enum UsageError {
     /// digits, about 7.9e28).
     #[error("a value does not fit in a decimal (arithmetic overflow)")]
     Overflow,
+    /// A SQL metric's query failed when it ran (semantics 7).
+    #[error("the SQL metric failed: {message}")]
+    SqlFailed { message: String },
+    /// A SQL metric's query ran past its time limit and was stopped.
+    #[error("the SQL metric ran longer than {millis} ms and was stopped")]
+    SqlTimeout { millis: u64 },
 }
 
 impl UsageError {
@@ -140,6 +146,8 @@ impl UsageError {
             Self::TooManyWindows { .. } => "too_many_windows",
             Self::UnsupportedAggregation => "unsupported_aggregation",
             Self::Overflow => "overflow",
+            Self::SqlFailed { .. } => "sql_failed",
+            Self::SqlTimeout { .. } => "sql_timeout",
         }
     }
 }

@@ -7,9 +7,12 @@
 
 mod columns;
 mod customers;
+mod dialect_records;
 mod metrics;
 mod organizations;
+mod plans;
 mod schema;
+mod subscriptions;
 
 use std::fmt;
 use std::path::Path;
@@ -22,11 +25,11 @@ use rusqlite::Connection;
 use odometer_core::metric::MetricRevision;
 use odometer_core::{
     ApiKeyId, Customer, CustomerSpec, Metric, MetricId, Organization, OrganizationId,
-    OrganizationSettings,
+    OrganizationSettings, Plan, PlanId, PlanSpec, Subscription,
 };
 use odometer_store::{
     ApiKey, Catalog, CustomerListParams, MetricListParams, MetricRevisionInput, NewApiKey, Page,
-    StoreError,
+    PlanListParams, StoreError, SubscriptionListParams, SubscriptionUpdate,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -318,5 +321,126 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Customer, StoreError> {
         let external_id = external_id.to_owned();
         self.run(move |conn| customers::delete(conn, org, &external_id)).await
+    }
+
+    async fn create_dialect_record(
+        &self,
+        record: &odometer_store::dialect_records::DialectRecord,
+    ) -> Result<bool, StoreError> {
+        let record = record.clone();
+        self.run(move |conn| dialect_records::create(conn, &record)).await
+    }
+
+    async fn list_dialect_records(
+        &self,
+        org: OrganizationId,
+        kind: &str,
+    ) -> Result<Vec<odometer_store::dialect_records::DialectRecord>, StoreError> {
+        let kind = kind.to_owned();
+        self.run(move |conn| dialect_records::list(conn, org, &kind)).await
+    }
+
+    async fn get_dialect_record(
+        &self,
+        org: OrganizationId,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<odometer_store::dialect_records::DialectRecord>, StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        self.run(move |conn| dialect_records::get(conn, org, &kind, &id)).await
+    }
+
+    async fn create_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let plan = plan.clone();
+        self.run(move |conn| plans::create(conn, &plan)).await
+    }
+
+    async fn get_plan(&self, org: OrganizationId, id: PlanId) -> Result<Plan, StoreError> {
+        self.run(move |conn| plans::get(conn, org, id)).await
+    }
+
+    async fn get_plan_by_code(&self, org: OrganizationId, code: &str) -> Result<Plan, StoreError> {
+        let code = code.to_owned();
+        self.run(move |conn| plans::get_by_code(conn, org, &code)).await
+    }
+
+    async fn list_plans(
+        &self,
+        org: OrganizationId,
+        params: &PlanListParams,
+    ) -> Result<Page<Plan>, StoreError> {
+        let params = params.clone();
+        self.run(move |conn| plans::list(conn, org, &params)).await
+    }
+
+    async fn update_plan(
+        &self,
+        org: OrganizationId,
+        id: PlanId,
+        spec: &PlanSpec,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Plan, StoreError> {
+        let spec = spec.clone();
+        self.run(move |conn| plans::update(conn, org, id, &spec, updated_at)).await
+    }
+
+    async fn delete_plan(
+        &self,
+        org: OrganizationId,
+        id: PlanId,
+        deleted_at: DateTime<Utc>,
+    ) -> Result<Plan, StoreError> {
+        self.run(move |conn| plans::delete(conn, org, id, deleted_at)).await
+    }
+
+    async fn plans_charging_metric(
+        &self,
+        org: OrganizationId,
+        metric: MetricId,
+    ) -> Result<Vec<Plan>, StoreError> {
+        self.run(move |conn| plans::charging_metric(conn, org, metric)).await
+    }
+
+    async fn create_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let subscription = subscription.clone();
+        self.run(move |conn| subscriptions::create(conn, &subscription)).await
+    }
+
+    async fn get_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+    ) -> Result<Subscription, StoreError> {
+        let external_id = external_id.to_owned();
+        self.run(move |conn| subscriptions::get(conn, org, &external_id)).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        org: OrganizationId,
+        params: &SubscriptionListParams,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let params = params.clone();
+        self.run(move |conn| subscriptions::list(conn, org, &params)).await
+    }
+
+    async fn update_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+        update: &SubscriptionUpdate,
+    ) -> Result<Subscription, StoreError> {
+        let (external_id, update) = (external_id.to_owned(), update.clone());
+        self.run(move |conn| subscriptions::update(conn, org, &external_id, &update)).await
+    }
+
+    async fn terminate_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription, StoreError> {
+        let external_id = external_id.to_owned();
+        self.run(move |conn| subscriptions::terminate(conn, org, &external_id, at)).await
     }
 }

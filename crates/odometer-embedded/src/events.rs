@@ -12,6 +12,9 @@
 mod pushdown;
 mod rows;
 mod slots;
+mod sql;
+
+pub use sql::{reference_usage, set_sql_time_limit};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -212,6 +215,8 @@ impl DuckEventStore {
 
     fn from_connection(conn: Connection) -> Result<Self, StoreError> {
         create_schema(&conn)?;
+        sql::create_tables(&conn)?;
+        conn.execute_batch("SET checkpoint_threshold = '256MB'").map_err(backend)?;
         let slots = Arc::new(RwLock::new(load_slots(&conn)?));
         // Each organization's next sequence, from one aggregate query.
         let mut next_sequence: HashMap<String, u64> = HashMap::new();
@@ -280,6 +285,27 @@ impl DuckEventStore {
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+
+    /// Usage of a `custom_sql` metric (see [`sql`]).
+    async fn sql_usage(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageResult>, UsageQueryError> {
+        let (reader, slots) = (self.reader.clone(), self.slots.clone());
+        let (customers, spec, query) = (customers.to_vec(), spec.clone(), query.clone());
+        tokio::task::spawn_blocking(move || {
+            let org = org.to_string();
+            // Held for the whole query: no row may use a slot this query does not know.
+            let registry = read_lock(&slots)?;
+            let conn = lock(&reader)?;
+            sql::usage(&conn, registry.org(&org), &org, &customers, &spec, &query)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("usage task failed: {e}")))?
     }
 
     /// How usage questions were answered so far (for tests and diagnostics).
@@ -789,6 +815,46 @@ impl EventStore for DuckEventStore {
             .ok_or_else(|| StoreError::Backend("usage query returned nothing".into()).into())
     }
 
+    async fn create_usage_table(
+        &self,
+        org: OrganizationId,
+        table: odometer_store::usage_tables::UsageTable,
+    ) -> Result<bool, StoreError> {
+        let writer = self.writer.clone();
+        blocking(move || sql::create_usage_table(&lock(&writer)?.conn, &org.to_string(), &table))
+            .await
+    }
+
+    async fn usage_tables(
+        &self,
+        org: OrganizationId,
+    ) -> Result<Vec<odometer_store::usage_tables::UsageTable>, StoreError> {
+        let reader = self.reader.clone();
+        blocking(move || sql::usage_tables(&*lock(&reader)?, &org.to_string())).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        org: OrganizationId,
+        key: &str,
+    ) -> Result<Option<odometer_store::usage_tables::IdempotentResponse>, StoreError> {
+        let (reader, key) = (self.reader.clone(), key.to_owned());
+        blocking(move || sql::idempotent_response(&*lock(&reader)?, &org.to_string(), &key)).await
+    }
+
+    async fn keep_idempotent_response(
+        &self,
+        org: OrganizationId,
+        key: &str,
+        response: odometer_store::usage_tables::IdempotentResponse,
+    ) -> Result<odometer_store::usage_tables::IdempotentResponse, StoreError> {
+        let (writer, key) = (self.writer.clone(), key.to_owned());
+        blocking(move || {
+            sql::keep_idempotent_response(&lock(&writer)?.conn, &org.to_string(), &key, response)
+        })
+        .await
+    }
+
     async fn usage_of_customers(
         &self,
         org: OrganizationId,
@@ -797,7 +863,7 @@ impl EventStore for DuckEventStore {
         query: &UsageQuery,
     ) -> Result<Vec<UsageResult>, UsageQueryError> {
         if spec.aggregation.kind == AggregationType::CustomSql {
-            return Err(odometer_core::usage::UsageError::UnsupportedAggregation.into());
+            return self.sql_usage(org, customers, spec, query).await;
         }
         let (reader, slots, paths) = (self.reader.clone(), self.slots.clone(), self.paths.clone());
         let customers = customers.to_vec();

@@ -1,5 +1,6 @@
 //! The SQLite catalog against the conformance suite (in a file and in memory), its schema
-//! migrations, and a check that API key secrets never reach the database.
+//! migrations (up to plans and subscriptions), and a check that API key secrets never reach
+//! the database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +14,7 @@ use odometer_core::{time, Customer, CustomerId, OrganizationSettings};
 use odometer_embedded::{SqliteCatalog, SCHEMA_VERSION};
 use odometer_store::conformance::{count_metric, create_metric, new_organization};
 use odometer_store::keys::hash_secret;
-use odometer_store::{tenants, Catalog, MetricRevisionInput, StoreError};
+use odometer_store::{plans, subscriptions, tenants, Catalog, MetricRevisionInput, StoreError};
 
 const FILE_NAME: &str = "catalog.db";
 
@@ -62,16 +63,20 @@ async fn opening_an_empty_directory_creates_the_latest_schema() {
     let catalog = SqliteCatalog::open(&path).await.unwrap();
     assert!(path.is_file(), "the file and its directories are created");
     assert_eq!(catalog.schema_version().await.unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 4);
     assert_eq!(
         tables(&path),
         [
             "api_keys",
             "customers",
+            "dialect_records",
             "metric_attachments",
             "metric_revisions",
             "metrics",
-            "organizations"
+            "organizations",
+            "plan_charges",
+            "plans",
+            "subscriptions"
         ]
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -154,6 +159,43 @@ async fn a_version_1_catalog_upgrades_and_keeps_its_data() {
     assert!(!upgraded.is_metric_attached(org.id, metric.id).await.unwrap());
     upgraded.set_metric_attachment(org.id, metric.id, "plan", true).await.unwrap();
     assert!(upgraded.is_metric_attached(org.id, metric.id).await.unwrap(), "the new table works");
+}
+
+#[tokio::test]
+async fn a_version_2_catalog_upgrades_to_plans_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let old = SqliteCatalog::open_at_schema_version(&path, 2).await.unwrap();
+    let org = new_organization(&old, "Acme").await.id;
+    let metric = create_metric(&old, org, count_metric("calls", "Calls")).await;
+    old.set_metric_attachment(org, metric.id, "operator", true).await.unwrap();
+    old.create_customer(&new_customer(org, "c1")).await.unwrap();
+    assert!(!tables(&path).contains(&"plans".to_owned()), "version 2 has no plans");
+    drop(old);
+
+    let upgraded = SqliteCatalog::open(&path).await.unwrap();
+    assert_eq!(upgraded.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let plan = plans::create_plan(
+        &upgraded,
+        org,
+        &json!({"code": "pro", "name": "Pro", "interval": "monthly", "currency": "USD",
+                "charges": [{"metric": "calls", "charge_model": "standard",
+                             "properties": {"amount": "1"}}]}),
+    )
+    .await
+    .unwrap();
+    let definition = json!({"external_id": "s1", "customer": "c1", "plan": "pro"});
+    let subscription =
+        subscriptions::create_subscription(&upgraded, org, &definition).await.unwrap();
+    assert_eq!(upgraded.get_subscription(org, "s1").await.unwrap(), subscription);
+    subscriptions::terminate_subscription(&upgraded, org, "s1").await.unwrap();
+    plans::delete_plan(&upgraded, org, "pro").await.unwrap();
+    assert!(
+        upgraded.is_metric_attached(org, metric.id).await.unwrap(),
+        "an attachment made before plans existed is kept: deleting a plan removes only its own"
+    );
+    assert!(upgraded.plans_charging_metric(org, metric.id).await.unwrap().is_empty());
+    assert!(upgraded.get_plan(org, plan.id).await.unwrap().deleted_at.is_some());
 }
 
 #[tokio::test]

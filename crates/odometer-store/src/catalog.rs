@@ -1,16 +1,19 @@
-//! The `Catalog` trait: organizations, API keys, metrics with their revisions, customers.
+//! The `Catalog` trait: organizations, API keys, metrics with their revisions, customers,
+//! plans and subscriptions.
 //!
 //! A catalog stores what it is given and enforces the invariants only storage can enforce
-//! atomically (unique codes among live metrics, revision numbers without gaps, optimistic
-//! concurrency). Validation and the update rules live in `odometer-core`; the operations that
-//! combine both are in [`crate::metrics`].
+//! atomically (unique codes among live metrics and plans, revision numbers without gaps,
+//! optimistic concurrency, metric attachments derived from live plans' charges). Validation and
+//! the update rules live in `odometer-core`; the operations that combine both are in
+//! [`crate::metrics`], [`crate::plans`] and [`crate::subscriptions`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use odometer_core::billing_period::BillingAnchor;
 use odometer_core::metric::FieldChange;
 use odometer_core::{
     ApiKeyId, Customer, CustomerSpec, Metric, MetricId, MetricRevision, MetricSpec, Organization,
-    OrganizationId, OrganizationSettings,
+    OrganizationId, OrganizationSettings, Plan, PlanId, PlanSpec, Subscription, SubscriptionStatus,
 };
 
 use crate::error::StoreError;
@@ -53,6 +56,36 @@ pub struct CustomerListParams {
     pub search: Option<String>,
     pub limit: u32,
     pub cursor: Option<String>,
+}
+
+/// Parameters of a plan list (live plans only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanListParams {
+    /// Case-insensitive substring of the code or the name.
+    pub search: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// Parameters of a subscription list; every filter given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionListParams {
+    /// The customer's external id (a live customer's).
+    pub customer: Option<String>,
+    pub plan_id: Option<PlanId>,
+    /// The status at the time of the call.
+    pub status: Option<SubscriptionStatus>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// What an update of a subscription sets: the members that may change after creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionUpdate {
+    pub name: Option<String>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub billing_anchor: BillingAnchor,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A new revision to store for a metric.
@@ -235,4 +268,118 @@ pub trait Catalog: Send + Sync + 'static {
         org: OrganizationId,
         external_id: &str,
     ) -> Result<Customer, StoreError>;
+
+    // --- plans -----------------------------------------------------------------------------
+    //
+    // Metric attachments follow the plans: a metric is attached by a plan (`attached_by` is the
+    // plan's id) exactly while that plan is live and one of its charges reads the metric.
+    // Creating, replacing and deleting a plan changes its attachments in the same transaction.
+
+    /// Stores a new plan and attaches the metrics its charges read. Fails with `code_taken`
+    /// when a live plan of the organization has the same code, `metric_not_found` or
+    /// `metric_deleted` when a charge reads a metric that is not live (nothing is stored then).
+    async fn create_plan(&self, plan: &Plan) -> Result<(), StoreError>;
+    /// A plan by id, deleted or not.
+    async fn get_plan(&self, org: OrganizationId, id: PlanId) -> Result<Plan, StoreError>;
+    /// The live plan with this code.
+    async fn get_plan_by_code(&self, org: OrganizationId, code: &str) -> Result<Plan, StoreError>;
+    /// Live plans, oldest first, one page.
+    async fn list_plans(
+        &self,
+        org: OrganizationId,
+        params: &PlanListParams,
+    ) -> Result<Page<Plan>, StoreError>;
+    /// Replaces a live plan's definition (`plan_not_found` for a deleted one), sets
+    /// `updated_at`, and moves its attachments to the metrics the new charges read. Fails like
+    /// [`Catalog::create_plan`] on a taken code or a metric that is not live.
+    async fn update_plan(
+        &self,
+        org: OrganizationId,
+        id: PlanId,
+        spec: &PlanSpec,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Plan, StoreError>;
+    /// Marks a live plan deleted, freeing its code and removing its attachments. Fails with
+    /// `plan_in_use` while a subscription on it is active (at `deleted_at`).
+    async fn delete_plan(
+        &self,
+        org: OrganizationId,
+        id: PlanId,
+        deleted_at: DateTime<Utc>,
+    ) -> Result<Plan, StoreError>;
+    /// Live plans with a charge reading this metric, oldest first.
+    async fn plans_charging_metric(
+        &self,
+        org: OrganizationId,
+        metric: MetricId,
+    ) -> Result<Vec<Plan>, StoreError>;
+
+    // --- dialect records ---------------------------------------------------------------------
+    //
+    // What a dialect keeps that Odometer's model has no place for (a Meteroid product family).
+    // The defaults suit a backend that keeps none: it refuses to store one and finds none.
+
+    /// Stores a new record; `false` when the organization already has one of that kind and id
+    /// (nothing is changed then).
+    async fn create_dialect_record(
+        &self,
+        _record: &crate::dialect_records::DialectRecord,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("this catalog keeps no dialect records".into()))
+    }
+
+    /// The organization's records of one kind, oldest first.
+    async fn list_dialect_records(
+        &self,
+        _org: OrganizationId,
+        _kind: &str,
+    ) -> Result<Vec<crate::dialect_records::DialectRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// One record by kind and id.
+    async fn get_dialect_record(
+        &self,
+        _org: OrganizationId,
+        _kind: &str,
+        _id: &str,
+    ) -> Result<Option<crate::dialect_records::DialectRecord>, StoreError> {
+        Ok(None)
+    }
+
+    // --- subscriptions ---------------------------------------------------------------------
+
+    /// Stores a new subscription. Fails with `external_id_taken` when a subscription of the
+    /// organization (terminated or not) has the same external id, `customer_not_found` when
+    /// no live customer has `spec.customer` as external id, `plan_not_found` when the plan is
+    /// not live. The `status` it is read back with is computed at each read.
+    async fn create_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+    async fn get_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+    ) -> Result<Subscription, StoreError>;
+    /// Subscriptions, oldest first, one page.
+    async fn list_subscriptions(
+        &self,
+        org: OrganizationId,
+        params: &SubscriptionListParams,
+    ) -> Result<Page<Subscription>, StoreError>;
+    /// Sets the members that may change; `subscription_terminated` once it is terminated or
+    /// past its end.
+    async fn update_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+        update: &SubscriptionUpdate,
+    ) -> Result<Subscription, StoreError>;
+    /// Terminates a subscription at `at`: `terminated_at` is `at` and it ends at `at` (or its
+    /// earlier end, never before its start). Terminating a terminated (or ended) subscription
+    /// changes nothing and answers it as it is.
+    async fn terminate_subscription(
+        &self,
+        org: OrganizationId,
+        external_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription, StoreError>;
 }

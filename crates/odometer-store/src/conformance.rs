@@ -18,7 +18,12 @@
 //! - a cursor stays valid when the item it names is deleted;
 //! - revoking a revoked key keeps its first revocation time;
 //! - `find_api_key` answers the key with `last_used_at` set (a backend may refresh it
-//!   coarsely, so only "set, and not before the key was created" is checked).
+//!   coarsely, so only "set, and not before the key was created" is checked);
+//! - writes to a deleted plan are `plan_not_found` (it stays readable by id with
+//!   `get_plan`); a plan charging a metric that is not live is refused whole, with
+//!   `metric_not_found` or `metric_deleted`;
+//! - a subscription's status is computed when it is read; terminating it twice keeps the
+//!   first termination.
 
 // Test code: a failed expectation is meant to panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,6 +33,7 @@ pub mod events;
 mod metrics;
 mod operations;
 mod organizations;
+mod plans;
 
 use std::fmt::Debug;
 
@@ -60,6 +66,13 @@ pub use organizations::{
     api_keys_are_found_by_hash_and_revoked, api_keys_store_only_the_hash,
     organizations_are_created_listed_and_updated, other_organizations_see_nothing,
     writes_for_unknown_organizations_fail,
+};
+pub use plans::{
+    plan_and_subscription_operations_apply_the_rules, plan_codes_are_unique_among_live_plans,
+    plan_lists_page_and_search, plans_are_created_read_replaced_and_deleted,
+    plans_attach_the_metrics_they_charge, plans_with_active_subscriptions_cannot_be_deleted,
+    subscription_lists_filter_by_customer_plan_and_status,
+    subscriptions_are_created_read_updated_and_terminated,
 };
 
 /// Expands to one `#[tokio::test]` per conformance suite function, named after it, in the
@@ -120,6 +133,14 @@ macro_rules! catalog_conformance_tests {
             metric_operations_archive_and_delete,
             customer_operations_validate_and_patch,
             tenants_authenticate_by_secret,
+            plans_are_created_read_replaced_and_deleted,
+            plan_codes_are_unique_among_live_plans,
+            plan_lists_page_and_search,
+            plans_attach_the_metrics_they_charge,
+            plans_with_active_subscriptions_cannot_be_deleted,
+            subscriptions_are_created_read_updated_and_terminated,
+            subscription_lists_filter_by_customer_plan_and_status,
+            plan_and_subscription_operations_apply_the_rules,
         );
     };
 }

@@ -8,6 +8,8 @@ pub enum Entity {
     Metric,
     MetricRevision,
     Customer,
+    Plan,
+    Subscription,
 }
 
 impl Entity {
@@ -18,6 +20,8 @@ impl Entity {
             Self::Metric => "metric",
             Self::MetricRevision => "metric revision",
             Self::Customer => "customer",
+            Self::Plan => "plan",
+            Self::Subscription => "subscription",
         }
     }
 }
@@ -36,6 +40,12 @@ pub enum StoreError {
     MetricDeleted,
     #[error("invalid cursor")]
     InvalidCursor,
+    /// A plan that active subscriptions are on cannot be deleted.
+    #[error("{active} active subscription(s) are on this plan; terminate them first")]
+    PlanInUse { active: u64 },
+    /// A terminated (or ended) subscription takes no more changes.
+    #[error("the subscription is terminated")]
+    SubscriptionTerminated,
     /// Anything the backend itself failed at (I/O, corruption, a bug); its detail is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -55,12 +65,16 @@ impl StoreError {
                 Entity::Metric => "metric_not_found",
                 Entity::MetricRevision => "revision_not_found",
                 Entity::Customer => "customer_not_found",
+                Entity::Plan => "plan_not_found",
+                Entity::Subscription => "subscription_not_found",
             },
             Self::CodeTaken { .. } => "code_taken",
             Self::ExternalIdTaken { .. } => "external_id_taken",
             Self::RevisionConflict { .. } => "revision_conflict",
             Self::MetricDeleted => "metric_deleted",
             Self::InvalidCursor => "invalid_cursor",
+            Self::PlanInUse { .. } => "plan_in_use",
+            Self::SubscriptionTerminated => "subscription_terminated",
             Self::Backend(_) => "internal_error",
         }
     }

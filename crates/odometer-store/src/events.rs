@@ -10,6 +10,7 @@ use odometer_core::{MetricSpec, OrganizationId};
 
 use crate::catalog::Page;
 use crate::error::StoreError;
+use crate::usage_tables::{IdempotentResponse, UsageTable};
 
 /// Parameters of an event list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -129,5 +130,40 @@ pub trait EventStore: Send + Sync + 'static {
                 None => return Ok(all),
             }
         }
+    }
+
+    /// Defines a usage table (Zenskar's raw metric); `false` when the organization already
+    /// has one with that `api_slug` (nothing is changed then). SQL metrics see it at once.
+    async fn create_usage_table(
+        &self,
+        _org: OrganizationId,
+        _table: UsageTable,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("this event store has no usage tables".into()))
+    }
+
+    /// The organization's usage tables, oldest first.
+    async fn usage_tables(&self, _org: OrganizationId) -> Result<Vec<UsageTable>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The response kept for an `Idempotency-Key`, if any.
+    async fn idempotent_response(
+        &self,
+        _org: OrganizationId,
+        _key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError> {
+        Ok(None)
+    }
+
+    /// Keeps the response of a request made with an `Idempotency-Key`; when one is already
+    /// kept (a concurrent retry), that first one is answered and nothing changes.
+    async fn keep_idempotent_response(
+        &self,
+        _org: OrganizationId,
+        _key: &str,
+        response: IdempotentResponse,
+    ) -> Result<IdempotentResponse, StoreError> {
+        Ok(response)
     }
 }

@@ -2,11 +2,12 @@
 //! optimistic concurrency), archive, unarchive, delete. The API and the CLI both call these, so
 //! the rules hold whichever door a change comes through.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use odometer_core::metric_input::parse_metric_spec;
 use odometer_core::metric_update::{apply_metric_patch, check_lock, MetricLocked};
-use odometer_core::{time, Metric, MetricId, OrganizationId, Problems};
+use odometer_core::{time, Metric, MetricId, MetricSpec, OrganizationId, Problems};
 
 use crate::catalog::{Catalog, MetricRevisionInput};
 use crate::error::StoreError;
@@ -55,6 +56,27 @@ pub async fn find_metric(
         }
         None => catalog.get_metric_by_code(org, id_or_code).await,
     }
+}
+
+/// The definition a query uses (semantics 6.2): revision `revision` when given, else the one
+/// current at `as_of` when given, else the latest. `None` when the metric had no revision yet
+/// at `as_of`.
+pub async fn spec_at(
+    catalog: &dyn Catalog,
+    org: OrganizationId,
+    metric: &Metric,
+    revision: Option<u32>,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Option<(u32, MetricSpec)>, StoreError> {
+    if let Some(n) = revision {
+        let found = catalog.get_metric_revision(org, metric.id, n).await?;
+        return Ok(Some((found.revision, found.spec)));
+    }
+    let Some(as_of) = as_of else {
+        return Ok(Some((metric.revision, metric.spec.clone())));
+    };
+    let revisions = catalog.list_metric_revisions(org, metric.id).await?;
+    Ok(revisions.into_iter().rev().find(|r| r.effective_at <= as_of).map(|r| (r.revision, r.spec)))
 }
 
 /// Validates a definition and stores it as a new metric at revision 1.

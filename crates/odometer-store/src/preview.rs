@@ -10,7 +10,10 @@ use odometer_core::metric_update::{apply_metric_patch, check_lock};
 use odometer_core::usage::{UsageQuery, UsageResult, WindowSize, DEFAULT_GROUP_LIMIT};
 use odometer_core::{Metric, MetricSpec, OrganizationId, Problems};
 
-use crate::catalog::{Catalog, CustomerListParams};
+use odometer_core::charge_usage::charge_usage;
+use odometer_core::SubscriptionStatus;
+
+use crate::catalog::{Catalog, CustomerListParams, SubscriptionListParams};
 use crate::error::StoreError;
 use crate::events::{EventStore, UsageQueryError};
 use crate::metrics::find_metric;
@@ -39,6 +42,21 @@ pub struct PreviewRow {
     pub proposed: Option<Decimal>,
     /// `proposed - current`, an absent value counting as 0; `None` when both are absent.
     pub difference: Option<Decimal>,
+    /// What the customer's active subscriptions would be charged for the metric over the
+    /// period, under each definition (one entry per subscription whose plan charges it).
+    pub amounts: Vec<AmountPreview>,
+}
+
+/// A subscription's charges on the metric over the preview period, under the current and the
+/// proposed definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmountPreview {
+    pub subscription: String,
+    pub plan_code: String,
+    pub currency: String,
+    pub current: Decimal,
+    pub proposed: Decimal,
+    pub difference: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +80,9 @@ pub enum PreviewError {
     TooManyCustomers,
     #[error(transparent)]
     Usage(#[from] UsageQueryError),
+    /// A proposed definition that cannot be priced (a charge's error code and message).
+    #[error("{1}")]
+    Pricing(&'static str, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,6 +93,7 @@ impl PreviewError {
             Self::Invalid(problems) => problems.first_code(),
             Self::TooManyCustomers => "too_many_customers",
             Self::Usage(e) => e.code(),
+            Self::Pricing(code, _) => code,
             Self::Store(e) => e.code(),
         }
     }
@@ -119,9 +141,16 @@ pub async fn preview_metric_update(
                 (None, None) => None,
                 (c, p) => p.unwrap_or_default().checked_sub(c.unwrap_or_default()),
             };
-            rows.push(PreviewRow { customer: customer.clone(), current, proposed, difference });
+            rows.push(PreviewRow {
+                customer: customer.clone(),
+                current,
+                proposed,
+                difference,
+                amounts: Vec::new(),
+            });
         }
     }
+    price_rows(catalog, events, org, &metric, &next.spec, request, &mut rows).await?;
     rows.sort_by(|a, b| {
         let size = |r: &PreviewRow| r.difference.map(|d| d.abs()).unwrap_or_default();
         size(b).cmp(&size(a)).then_with(|| a.customer.cmp(&b.customer))
@@ -134,6 +163,72 @@ pub async fn preview_metric_update(
         would_be_refused,
         rows,
     })
+}
+
+/// Fills in [`PreviewRow::amounts`] for customers with an active subscription to a plan that
+/// charges the metric: each such charge priced over the period under both definitions.
+async fn price_rows(
+    catalog: &dyn Catalog,
+    events: &dyn EventStore,
+    org: OrganizationId,
+    metric: &Metric,
+    proposed: &MetricSpec,
+    request: &PreviewRequest,
+    rows: &mut [PreviewRow],
+) -> Result<(), PreviewError> {
+    let plans = catalog.plans_charging_metric(org, metric.id).await?;
+    if plans.is_empty() {
+        return Ok(());
+    }
+    let now = odometer_core::time::now();
+    for row in rows.iter_mut() {
+        for plan in &plans {
+            let params = SubscriptionListParams {
+                customer: Some(row.customer.clone()),
+                plan_id: Some(plan.id),
+                status: Some(SubscriptionStatus::Active),
+                limit: 1000,
+                cursor: None,
+            };
+            let subscriptions = catalog.list_subscriptions(org, &params).await?.items;
+            for subscription in
+                subscriptions.iter().filter(|s| s.status_at(now) == SubscriptionStatus::Active)
+            {
+                let mut amounts = [Decimal::ZERO, Decimal::ZERO];
+                for (i, spec) in [&metric.spec, proposed].into_iter().enumerate() {
+                    let since = (!spec.aggregation.recurring).then_some(request.from);
+                    let stored = events
+                        .customer_events(org, &row.customer, &spec.event_code, since, request.to)
+                        .await?;
+                    for charge in plan.spec.charges.iter().filter(|c| c.metric_id == metric.id) {
+                        let usage = charge_usage(
+                            spec,
+                            &charge.pricing,
+                            &charge.pricing_group_keys,
+                            &stored,
+                            request.from,
+                            request.to,
+                            None,
+                            plan.spec.precision(),
+                        )
+                        .map_err(|e| PreviewError::Pricing(e.code(), e.to_string()))?;
+                        amounts[i] = amounts[i]
+                            .checked_add(usage.amount)
+                            .ok_or(PreviewError::Pricing("overflow", "amount overflow".into()))?;
+                    }
+                }
+                row.amounts.push(AmountPreview {
+                    subscription: subscription.spec.external_id.clone(),
+                    plan_code: plan.spec.code.clone(),
+                    currency: plan.spec.currency.clone(),
+                    current: amounts[0],
+                    proposed: amounts[1],
+                    difference: amounts[1] - amounts[0],
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn total(result: &UsageResult) -> Option<Decimal> {

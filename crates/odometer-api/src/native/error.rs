@@ -8,6 +8,8 @@ use odometer_core::metric_update::MetricLocked;
 use odometer_core::Problems;
 use odometer_store::customers::CustomerError;
 use odometer_store::metrics::MetricError;
+use odometer_store::plans::PlanError;
+use odometer_store::subscriptions::SubscriptionError;
 use odometer_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -112,7 +114,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } | StoreError::MetricDeleted => StatusCode::NOT_FOUND,
             StoreError::CodeTaken { .. }
             | StoreError::ExternalIdTaken { .. }
-            | StoreError::RevisionConflict { .. } => StatusCode::CONFLICT,
+            | StoreError::RevisionConflict { .. }
+            | StoreError::PlanInUse { .. }
+            | StoreError::SubscriptionTerminated => StatusCode::CONFLICT,
             StoreError::InvalidCursor => StatusCode::BAD_REQUEST,
             StoreError::Backend(detail) => return Self::internal(detail.clone()),
         };
@@ -154,6 +158,30 @@ impl From<CustomerError> for ApiError {
         match err {
             CustomerError::Invalid(problems) => Self::invalid(problems),
             CustomerError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(err: PlanError) -> Self {
+        match err {
+            PlanError::Invalid(problems) => Self::invalid(problems),
+            PlanError::CodeTaken { .. } => {
+                Self::new(StatusCode::CONFLICT, "code_taken", err.to_string())
+            }
+            PlanError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(err: SubscriptionError) -> Self {
+        match err {
+            SubscriptionError::Invalid(problems) => Self::invalid(problems),
+            SubscriptionError::ExternalIdTaken { .. } => {
+                Self::new(StatusCode::CONFLICT, "external_id_taken", err.to_string())
+            }
+            SubscriptionError::Store(store) => store.into(),
         }
     }
 }

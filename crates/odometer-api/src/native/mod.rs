@@ -1,6 +1,7 @@
 //! The native API (`/v1`): metrics, customers, the organization; its OpenAPI document is
 //! generated from these handlers.
 
+pub mod current_usage;
 pub mod customers;
 pub mod dto;
 pub mod error;
@@ -10,7 +11,11 @@ pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod organization;
+pub mod plan_dto;
+pub mod plan_mapping;
+pub mod plans;
 pub mod preview;
+pub mod subscriptions;
 pub mod usage;
 
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +46,8 @@ const MAX_PAGE_LIMIT: u32 = 1000;
     tags(
         (name = "metrics", description = "Billable metrics and their revisions"),
         (name = "customers", description = "The customers usage is metered for"),
+        (name = "plans", description = "Plans: a base amount and charges that price metrics' usage"),
+        (name = "subscriptions", description = "Customers' subscriptions to plans, and their billing periods"),
         (name = "events", description = "Usage events: exactly-once ingestion and reads"),
         (name = "usage", description = "How much was used"),
         (name = "organization", description = "The API key's organization"),
@@ -77,8 +84,14 @@ pub fn router() -> (Router<AppState>, OpenApiDoc) {
             customers::update_customer,
             customers::delete_customer
         ))
+        .routes(routes!(plans::create_plan, plans::list_plans))
+        .routes(routes!(plans::get_plan, plans::replace_plan, plans::delete_plan))
+        .routes(routes!(subscriptions::create_subscription, subscriptions::list_subscriptions))
+        .routes(routes!(subscriptions::get_subscription, subscriptions::update_subscription))
+        .routes(routes!(subscriptions::terminate_subscription))
         .routes(routes!(organization::get_organization))
         .routes(routes!(usage::get_usage))
+        .routes(routes!(current_usage::get_current_usage))
         .routes(routes!(events::list_events))
         .routes(routes!(events::get_event))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

@@ -43,6 +43,20 @@ pub struct PreviewRowDto {
     pub proposed: Option<String>,
     /// `proposed - current`, an absent value counting as 0.
     pub difference: Option<String>,
+    /// Per active subscription whose plan charges the metric: the charges' amount over the
+    /// period under each definition.
+    pub amounts: Vec<AmountPreviewDto>,
+}
+
+/// A subscription's charges on the metric under the current and the proposed definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AmountPreviewDto {
+    pub subscription: String,
+    pub plan: String,
+    pub currency: String,
+    pub current: String,
+    pub proposed: String,
+    pub difference: String,
 }
 
 /// A preview: what the patch would change, and its effect on each customer.
@@ -143,6 +157,9 @@ impl From<PreviewError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_customers", err.to_string())
             }
             PreviewError::Usage(usage) => super::usage::usage_error(usage),
+            PreviewError::Pricing(code, message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             PreviewError::Store(store) => store.into(),
         }
     }
@@ -193,6 +210,21 @@ pub async fn preview_metric(
                 current: r.current.map(|d| d.to_string()),
                 proposed: r.proposed.map(|d| d.to_string()),
                 difference: r.difference.map(|d| d.normalize().to_string()),
+                amounts: r
+                    .amounts
+                    .into_iter()
+                    .map(|a| {
+                        let precision = odometer_core::pricing::minor_units(&a.currency) as usize;
+                        AmountPreviewDto {
+                            subscription: a.subscription,
+                            plan: a.plan_code,
+                            currency: a.currency,
+                            current: format!("{:.*}", precision, a.current),
+                            proposed: format!("{:.*}", precision, a.proposed),
+                            difference: format!("{:.*}", precision, a.difference),
+                        }
+                    })
+                    .collect(),
             })
             .collect(),
     }))

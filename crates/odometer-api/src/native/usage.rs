@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use odometer_core::intake::parse_timestamp;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use odometer_core::{Metric, MetricSpec};
-use odometer_store::metrics::find_metric;
+use odometer_store::metrics::{find_metric, spec_at};
 use odometer_store::{CustomerListParams, UsageQueryError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -72,20 +72,8 @@ async fn revision_for(
     revision: Option<u32>,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<(u32, MetricSpec), ApiError> {
-    let catalog = state.catalog.as_ref();
-    if let Some(n) = revision {
-        let found = catalog.get_metric_revision(tenant.organization_id, metric.id, n).await?;
-        return Ok((found.revision, found.spec));
-    }
-    let Some(as_of) = as_of else {
-        return Ok((metric.revision, metric.spec.clone()));
-    };
-    let revisions = catalog.list_metric_revisions(tenant.organization_id, metric.id).await?;
-    revisions
-        .into_iter()
-        .rev()
-        .find(|r| r.effective_at <= as_of)
-        .map(|r| (r.revision, r.spec))
+    spec_at(state.catalog.as_ref(), tenant.organization_id, metric, revision, as_of)
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

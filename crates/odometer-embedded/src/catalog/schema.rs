@@ -14,6 +14,8 @@ use odometer_store::StoreError;
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_catalog.sql")),
     M::up(include_str!("../../migrations/0002_metric_attachments.sql")),
+    M::up(include_str!("../../migrations/0003_plans_subscriptions.sql")),
+    M::up(include_str!("../../migrations/0004_dialect_records.sql")),
 ];
 
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
@@ -81,6 +83,6 @@ mod tests {
     #[test]
     fn the_migrations_are_valid() {
         assert!(MIGRATIONS.validate().is_ok());
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
     }
 }
