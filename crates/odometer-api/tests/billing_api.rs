@@ -278,7 +278,8 @@ async fn every_event_lands_in_one_bucket_and_every_charge_model_prices_its_units
 async fn a_preview_prices_the_proposed_definition_for_subscribed_customers() {
     let app = spawn_app().await;
     app.setup("UTC", standard("0.10"), "2030-01-01T00:00:00Z").await;
-    app.ok(Method::POST, "/v1/customers", json!({"external_id": "free"}), StatusCode::CREATED).await;
+    app.ok(Method::POST, "/v1/customers", json!({"external_id": "free"}), StatusCode::CREATED)
+        .await;
     app.ingest(vec![
         event("eu", "2030-01-05T00:00:00Z", json!({"bytes": 100, "region": "eu"})),
         event("us", "2030-01-06T00:00:00Z", json!({"bytes": 50, "region": "us"})),

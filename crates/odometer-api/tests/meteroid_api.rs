@@ -27,10 +27,8 @@ async fn spawn_app() -> TestApp {
     let a = create_organization(catalog.as_ref(), "acme").await.unwrap();
     let b = create_organization(catalog.as_ref(), "globex").await.unwrap();
     let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
-    let state = AppState {
-        catalog: catalog as Arc<dyn Catalog>,
-        events: events as Arc<dyn EventStore>,
-    };
+    let state =
+        AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, odometer_api::app(state)).await });
@@ -71,7 +69,13 @@ impl TestApp {
         (status, body)
     }
 
-    async fn call(&self, method: Method, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.raw(method, path, key, "application/json", &body.to_string()).await
     }
 }
@@ -104,8 +108,7 @@ async fn every_failure_is_a_json_error() {
     error(
         "BAD_REQUEST",
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        &app.raw(Method::POST, "/meteroid/api/v1/product_families", &key, "text/plain", "x")
-            .await,
+        &app.raw(Method::POST, "/meteroid/api/v1/product_families", &key, "text/plain", "x").await,
     );
     error(
         "BAD_REQUEST",
@@ -163,17 +166,27 @@ async fn tenants_are_isolated_and_native_only_metrics_are_invisible() {
     let id = metric["id"].as_str().unwrap();
 
     // Another organization sees neither the family nor the metric.
-    let family_path = format!("/meteroid/api/v1/product_families/{}", family["id"].as_str().unwrap());
-    error("NOT_FOUND", StatusCode::NOT_FOUND, &app.call(Method::GET, &family_path, &other, Value::Null).await);
+    let family_path =
+        format!("/meteroid/api/v1/product_families/{}", family["id"].as_str().unwrap());
+    error(
+        "NOT_FOUND",
+        StatusCode::NOT_FOUND,
+        &app.call(Method::GET, &family_path, &other, Value::Null).await,
+    );
     let metric_path = format!("/meteroid/api/v1/metrics/{id}");
-    error("NOT_FOUND", StatusCode::NOT_FOUND, &app.call(Method::GET, &metric_path, &other, Value::Null).await);
+    error(
+        "NOT_FOUND",
+        StatusCode::NOT_FOUND,
+        &app.call(Method::GET, &metric_path, &other, Value::Null).await,
+    );
     let (_, listed) = app.call(Method::GET, "/meteroid/api/v1/metrics", &other, Value::Null).await;
     assert_eq!(listed["data"], json!([]));
     assert_eq!(listed["pagination_meta"]["total_items"], 0);
 
     // The same metric natively: its Odometer code is derived from the id, its event code is
     // Meteroid's code.
-    let (status, native) = app.call(Method::GET, &format!("/v1/metrics/{id}"), &key, Value::Null).await;
+    let (status, native) =
+        app.call(Method::GET, &format!("/v1/metrics/{id}"), &key, Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(native["event_code"], "calls");
     assert_eq!(native["product_family_id"], family["id"]);
@@ -189,7 +202,11 @@ async fn tenants_are_isolated_and_native_only_metrics_are_invisible() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{plain}");
     let plain_path = format!("/meteroid/api/v1/metrics/{}", plain["id"].as_str().unwrap());
-    error("NOT_FOUND", StatusCode::NOT_FOUND, &app.call(Method::GET, &plain_path, &key, Value::Null).await);
+    error(
+        "NOT_FOUND",
+        StatusCode::NOT_FOUND,
+        &app.call(Method::GET, &plain_path, &key, Value::Null).await,
+    );
     let (_, listed) = app.call(Method::GET, "/meteroid/api/v1/metrics", &key, Value::Null).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
 }

@@ -77,7 +77,8 @@ impl TestApp {
     }
 }
 
-const ZENSKAR_QUERY: &str = "SELECT COALESCE(COUNT(data.Premises_used)) AS \"quantity\" FROM premises\n\
+const ZENSKAR_QUERY: &str =
+    "SELECT COALESCE(COUNT(data.Premises_used)) AS \"quantity\" FROM premises\n\
 WHERE DATE(\"timestamp\") >= DATE({{start_date}}) AND DATE(\"timestamp\") <= DATE({{end_date}})\n  \
 AND \"customer_id\" = CAST({{customer.external_id}} AS String)";
 
@@ -99,9 +100,7 @@ async fn premises(app: &TestApp) {
 async fn documented_sql_over_ingested_rows_gives_the_worked_out_estimate() {
     let app = spawn_app().await;
     premises(&app).await;
-    let row = |customer: &str, ts: &str, n: i64| {
-        json!({"customer_id": customer, "timestamp": ts, "data": {"Premises_used": n, "site": "hq"}})
-    };
+    let row = |customer: &str, ts: &str, n: i64| json!({"customer_id": customer, "timestamp": ts, "data": {"Premises_used": n, "site": "hq"}});
     // acme: 3 rows in March (one on the last day), one in April; globex: one in March.
     let (status, body) = app
         .call(
@@ -162,7 +161,8 @@ async fn documented_sql_over_ingested_rows_gives_the_worked_out_estimate() {
     assert_eq!(body["value"], "0");
 
     // Another organization sees none of it.
-    let other = vec![("x-api-key", app.other_key.clone()), ("organisation", app.other_org.to_string())];
+    let other =
+        vec![("x-api-key", app.other_key.clone()), ("organisation", app.other_org.to_string())];
     let (status, _) = app.send(Method::GET, &format!("/aggregates/{id}"), None, &other).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -201,7 +201,11 @@ async fn patch_follows_the_seed() {
 
     // Every member null or absent: nothing changes, no revision.
     let (status, body) = app
-        .call(Method::PATCH, &format!("/aggregates/{id}"), Some(json!({"name": null, "unknown": 1})))
+        .call(
+            Method::PATCH,
+            &format!("/aggregates/{id}"),
+            Some(json!({"name": null, "unknown": 1})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["revision"], 1);
@@ -225,15 +229,36 @@ async fn patch_follows_the_seed() {
     // FastAPI-shaped validation errors.
     let cases = [
         (json!({"name": 5}), json!(["body", "name"]), "string_type"),
-        (json!({"visual_query_builder": [1]}), json!(["body", "visual_query_builder"]), "dict_type"),
+        (
+            json!({"visual_query_builder": [1]}),
+            json!(["body", "visual_query_builder"]),
+            "dict_type",
+        ),
         (json!([]), json!(["body"]), "model_attributes_type"),
-        (json!({"aggregation_query": "DELETE FROM events"}), json!(["body", "aggregation_query"]), "value_error"),
-        (json!({"aggregation_query": "SELECT 1; DROP TABLE events"}), json!(["body", "aggregation_query"]), "value_error"),
-        (json!({"aggregation_query": "SELECT count(*) FROM main.events"}), json!(["body", "aggregation_query"]), "value_error"),
-        (json!({"aggregation_query": "SELECT count(*) FROM other_table"}), json!(["body", "aggregation_query"]), "value_error"),
+        (
+            json!({"aggregation_query": "DELETE FROM events"}),
+            json!(["body", "aggregation_query"]),
+            "value_error",
+        ),
+        (
+            json!({"aggregation_query": "SELECT 1; DROP TABLE events"}),
+            json!(["body", "aggregation_query"]),
+            "value_error",
+        ),
+        (
+            json!({"aggregation_query": "SELECT count(*) FROM main.events"}),
+            json!(["body", "aggregation_query"]),
+            "value_error",
+        ),
+        (
+            json!({"aggregation_query": "SELECT count(*) FROM other_table"}),
+            json!(["body", "aggregation_query"]),
+            "value_error",
+        ),
     ];
     for (patch, loc, kind) in cases {
-        let (status, body) = app.call(Method::PATCH, &format!("/aggregates/{id}"), Some(patch.clone())).await;
+        let (status, body) =
+            app.call(Method::PATCH, &format!("/aggregates/{id}"), Some(patch.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {body}");
         assert_eq!(body["detail"][0]["loc"], loc, "{patch}: {body}");
         assert_eq!(body["detail"][0]["type"], kind, "{patch}: {body}");
@@ -247,12 +272,17 @@ async fn patch_follows_the_seed() {
 
     // List with name__ilike and a cursor; delete.
     let (_, second) = app
-        .call(Method::POST, "/aggregates", Some(json!({"name": "Storage", "aggregation_query": "SELECT 1 AS value"})))
+        .call(
+            Method::POST,
+            "/aggregates",
+            Some(json!({"name": "Storage", "aggregation_query": "SELECT 1 AS value"})),
+        )
         .await;
     let (_, page) = app.call(Method::GET, "/aggregates?limit=1", None).await;
     assert_eq!(page["results"].as_array().unwrap().len(), 1);
     let cursor = page["next_cursor"].as_str().unwrap().to_owned();
-    let (_, page) = app.call(Method::GET, &format!("/aggregates?limit=1&cursor={cursor}"), None).await;
+    let (_, page) =
+        app.call(Method::GET, &format!("/aggregates?limit=1&cursor={cursor}"), None).await;
     assert_eq!(page["results"][0]["id"], second["id"]);
     assert_eq!(page["next_cursor"], Value::Null);
     let (_, page) = app.call(Method::GET, "/aggregates?name__ilike=calls%25", None).await;
@@ -272,9 +302,11 @@ async fn idempotency_key_replays_and_refuses_a_changed_body() {
     headers.push(("idempotency-key", "retry-1".to_owned()));
     let body = json!([{"customer_id": "acme", "timestamp": "2026-03-02T10:00:00Z",
         "data": {"Premises_used": 2}}]);
-    let (status, first) = app.send(Method::POST, "/usage/premises", Some(body.clone()), &headers).await;
+    let (status, first) =
+        app.send(Method::POST, "/usage/premises", Some(body.clone()), &headers).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let (status, again) = app.send(Method::POST, "/usage/premises", Some(body.clone()), &headers).await;
+    let (status, again) =
+        app.send(Method::POST, "/usage/premises", Some(body.clone()), &headers).await;
     assert_eq!((status, &again), (StatusCode::OK, &first), "the first answer, replayed");
     let changed = json!([{"customer_id": "acme", "timestamp": "2026-03-02T10:00:00Z",
         "data": {"Premises_used": 3}}]);
@@ -282,8 +314,12 @@ async fn idempotency_key_replays_and_refuses_a_changed_body() {
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     assert!(err["detail"].as_str().unwrap().contains("different request"));
     let (_, aggregate) = app
-        .call(Method::POST, "/aggregates", Some(json!({"name": "n", "aggregation_query":
-            "SELECT sum(data.Premises_used) AS value FROM premises"})))
+        .call(
+            Method::POST,
+            "/aggregates",
+            Some(json!({"name": "n", "aggregation_query":
+            "SELECT sum(data.Premises_used) AS value FROM premises"})),
+        )
         .await;
     let (_, estimate) = app
         .call(
@@ -295,8 +331,12 @@ async fn idempotency_key_replays_and_refuses_a_changed_body() {
     assert_eq!(estimate["value"], "2", "stored once: {estimate}");
     // A row that does not fit the schema.
     let (status, err) = app
-        .call(Method::POST, "/usage/premises", Some(json!({"customer_id": "acme",
-            "timestamp": "2026-03-02T10:00:00Z", "data": {"Premises_used": "lots", "nope": 1}})))
+        .call(
+            Method::POST,
+            "/usage/premises",
+            Some(json!({"customer_id": "acme",
+            "timestamp": "2026-03-02T10:00:00Z", "data": {"Premises_used": "lots", "nope": 1}})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["detail"].as_array().unwrap().len(), 2, "{err}");
@@ -305,17 +345,28 @@ async fn idempotency_key_replays_and_refuses_a_changed_body() {
 #[tokio::test]
 async fn authentication_needs_the_key_and_its_organisation() {
     let app = spawn_app().await;
-    let cases = [
+    // No credentials, a wrong key, another organization, or an organisation that is not an id.
+    let unauthorized = [
         vec![],
-        vec![("x-api-key", app.key.clone())],
         vec![("x-api-key", app.key.clone()), ("organisation", app.other_org.to_string())],
         vec![("x-api-key", "odo_wrong".to_owned()), ("organisation", app.org.to_string())],
-        vec![("organisation", app.org.to_string())],
+        vec![("x-api-key", "odo_wrong".to_owned())],
+        vec![("organisation", "not-an-org".to_owned())],
     ];
-    for headers in cases {
+    for headers in unauthorized {
         let (status, body) = app.send(Method::GET, "/aggregates", None, &headers).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert!(body["detail"].is_string());
+    }
+    // One of the two required headers missing: FastAPI's 422 for a missing header.
+    for (headers, missing) in [
+        (vec![("x-api-key", app.key.clone())], "organisation"),
+        (vec![("organisation", app.org.to_string())], "x-api-key"),
+    ] {
+        let (status, body) = app.send(Method::GET, "/aggregates", None, &headers).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{headers:?}");
+        assert_eq!(body["detail"][0]["loc"], json!(["header", missing]));
+        assert_eq!(body["detail"][0]["type"], "missing");
     }
     let (status, _) = app.call(Method::GET, "/aggregates", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -325,10 +376,15 @@ async fn authentication_needs_the_key_and_its_organisation() {
     // Raw metrics: get by id and by slug, and the slug rules.
     premises(&app).await;
     let (_, table) = app.call(Method::GET, "/rawmetric/slug/premises", None).await;
-    let (status, by_id) = app.call(Method::GET, &format!("/rawmetric/{}", table["id"].as_str().unwrap()), None).await;
+    let (status, by_id) =
+        app.call(Method::GET, &format!("/rawmetric/{}", table["id"].as_str().unwrap()), None).await;
     assert_eq!((status, &by_id), (StatusCode::OK, &table));
     let (status, _) = app
-        .call(Method::POST, "/rawmetric", Some(json!({"name": "x", "api_slug": "Bad Slug", "dataschema": {}})))
+        .call(
+            Method::POST,
+            "/rawmetric",
+            Some(json!({"name": "x", "api_slug": "Bad Slug", "dataschema": {}})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, list) = app.call(Method::GET, "/rawmetric?api_slug__ilike=prem%25", None).await;

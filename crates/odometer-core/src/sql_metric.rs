@@ -107,30 +107,149 @@ pub struct SqlQuery {
 /// settings or the catalog, or depends on anything but its arguments.
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
-    "count", "sum", "min", "max", "avg", "mean", "any_value", "first", "last", "arg_max",
-    "arg_min", "argmax", "argmin", "max_by", "min_by", "count_if", "countif", "bool_and",
-    "bool_or", "string_agg", "median", "quantile_cont", "quantile_disc", "mode", "stddev",
-    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "product", "fsum",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "mean",
+    "any_value",
+    "first",
+    "last",
+    "arg_max",
+    "arg_min",
+    "argmax",
+    "argmin",
+    "max_by",
+    "min_by",
+    "count_if",
+    "countif",
+    "bool_and",
+    "bool_or",
+    "string_agg",
+    "median",
+    "quantile_cont",
+    "quantile_disc",
+    "mode",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "product",
+    "fsum",
     // arithmetic
-    "abs", "ceil", "ceiling", "floor", "round", "trunc", "greatest", "least", "sqrt", "power",
-    "pow", "ln", "log", "log10", "log2", "exp", "sign", "mod", "div",
+    "abs",
+    "ceil",
+    "ceiling",
+    "floor",
+    "round",
+    "trunc",
+    "greatest",
+    "least",
+    "sqrt",
+    "power",
+    "pow",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "exp",
+    "sign",
+    "mod",
+    "div",
     // conditionals
-    "coalesce", "nullif", "ifnull", "if", "isnan", "isinf", "isfinite",
+    "coalesce",
+    "nullif",
+    "ifnull",
+    "if",
+    "isnan",
+    "isinf",
+    "isfinite",
     // text
-    "lower", "upper", "lcase", "ucase", "length", "char_length", "concat", "concat_ws", "substr",
-    "substring", "trim", "ltrim", "rtrim", "replace", "left", "right", "starts_with",
-    "ends_with", "contains", "strpos", "instr", "lpad", "rpad", "split_part", "reverse",
-    "prefix", "suffix", "like_escape",
+    "lower",
+    "upper",
+    "lcase",
+    "ucase",
+    "length",
+    "char_length",
+    "concat",
+    "concat_ws",
+    "substr",
+    "substring",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "replace",
+    "left",
+    "right",
+    "starts_with",
+    "ends_with",
+    "contains",
+    "strpos",
+    "instr",
+    "lpad",
+    "rpad",
+    "split_part",
+    "reverse",
+    "prefix",
+    "suffix",
+    "like_escape",
     // dates and times
-    "date", "date_trunc", "datetrunc", "date_part", "datepart", "date_diff", "datediff",
-    "date_sub", "datesub", "date_add", "strftime", "strptime", "make_date", "make_timestamp",
-    "make_time", "epoch", "epoch_ms", "epoch_us", "to_timestamp", "year", "month", "day",
-    "hour", "minute", "second", "dayofweek", "dayofmonth", "dayofyear", "week", "weekofyear",
-    "quarter", "last_day", "monthname", "dayname", "age", "to_days", "to_hours", "to_minutes",
-    "to_seconds", "to_months", "to_years",
+    "date",
+    "date_trunc",
+    "datetrunc",
+    "date_part",
+    "datepart",
+    "date_diff",
+    "datediff",
+    "date_sub",
+    "datesub",
+    "date_add",
+    "strftime",
+    "strptime",
+    "make_date",
+    "make_timestamp",
+    "make_time",
+    "epoch",
+    "epoch_ms",
+    "epoch_us",
+    "to_timestamp",
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "dayofweek",
+    "dayofmonth",
+    "dayofyear",
+    "week",
+    "weekofyear",
+    "quarter",
+    "last_day",
+    "monthname",
+    "dayname",
+    "age",
+    "to_days",
+    "to_hours",
+    "to_minutes",
+    "to_seconds",
+    "to_months",
+    "to_years",
     // window functions
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-    "first_value", "last_value", "nth_value",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
 ];
 
 /// Validates a query (see the module documentation) without judging its table names.
@@ -164,11 +283,8 @@ pub fn parse_sql_query(source: &str) -> Result<SqlQuery, SqlError> {
     if let ControlFlow::Break(err) = statement.visit(&mut checker) {
         return Err(err);
     }
-    let tables = checker
-        .tables
-        .into_iter()
-        .filter(|t| !checker.cte_names.contains(&t.name))
-        .collect();
+    let tables =
+        checker.tables.into_iter().filter(|t| !checker.cte_names.contains(&t.name)).collect();
     // One statement, so a trailing ';' (with whitespace or comments around it) is all that
     // may follow it; drop it so the text can be wrapped.
     let text = strip_trailing_semicolon(&text);
@@ -337,10 +453,7 @@ impl Visitor for Checker {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<SqlError> {
         if let Some(with) = &query.with {
             if with.recursive {
-                return refuse(
-                    with.span(),
-                    "WITH RECURSIVE is not allowed (unbounded recursion)",
-                );
+                return refuse(with.span(), "WITH RECURSIVE is not allowed (unbounded recursion)");
             }
             for cte in &with.cte_tables {
                 self.cte_names.insert(cte.alias.name.value.to_lowercase());
@@ -368,8 +481,10 @@ impl Visitor for Checker {
                 if args.is_some() {
                     return refuse(
                         name.span(),
-                        format!("table function '{name}' is not allowed (no file, network or \
-                                 generated tables)"),
+                        format!(
+                            "table function '{name}' is not allowed (no file, network or \
+                                 generated tables)"
+                        ),
                     );
                 }
                 if !with_hints.is_empty() {
@@ -397,7 +512,10 @@ impl Visitor for Checker {
             let Some(name) = name else {
                 return refuse(
                     function.name.span(),
-                    format!("function '{}': qualified function names are not allowed", function.name),
+                    format!(
+                        "function '{}': qualified function names are not allowed",
+                        function.name
+                    ),
                 );
             };
             if !ALLOWED_FUNCTIONS.contains(&name.as_str()) {

@@ -38,7 +38,10 @@ async fn records_are_kept_per_organization_and_kind() {
     again.name = "renamed".into();
     assert!(!catalog.create_dialect_record(&again).await.unwrap());
     // Another kind, and another organization, may use the same id.
-    assert!(catalog.create_dialect_record(&record(acme, "meteroid.plan", "pf_a", 3)).await.unwrap());
+    assert!(catalog
+        .create_dialect_record(&record(acme, "meteroid.plan", "pf_a", 3))
+        .await
+        .unwrap());
     assert!(catalog
         .create_dialect_record(&record(globex, "meteroid.product_family", "pf_a", 4))
         .await
@@ -50,7 +53,10 @@ async fn records_are_kept_per_organization_and_kind() {
         catalog.get_dialect_record(acme, "meteroid.product_family", "pf_a").await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(catalog.get_dialect_record(acme, "meteroid.product_family", "pf_c").await.unwrap(), None);
+    assert_eq!(
+        catalog.get_dialect_record(acme, "meteroid.product_family", "pf_c").await.unwrap(),
+        None
+    );
     assert_eq!(
         catalog.list_dialect_records(globex, "meteroid.product_family").await.unwrap().len(),
         1

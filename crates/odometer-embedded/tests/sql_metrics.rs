@@ -124,7 +124,15 @@ async fn the_events_table_is_scoped_to_organization_customer_and_period() {
         event(c, id, "llm", when, json!({"tokens": tokens}))
     };
     store
-        .append(org, vec![e("a", "1", at(2, 1), "10"), e("a", "2", at(3, 1), "2.5"), e("b", "3", at(2, 1), "100")], false)
+        .append(
+            org,
+            vec![
+                e("a", "1", at(2, 1), "10"),
+                e("a", "2", at(3, 1), "2.5"),
+                e("b", "3", at(2, 1), "100"),
+            ],
+            false,
+        )
         .await
         .unwrap();
     store.append(other_org, vec![e("a", "1", at(2, 1), "1000")], false).await.unwrap();
@@ -135,7 +143,12 @@ async fn the_events_table_is_scoped_to_organization_customer_and_period() {
     let result = store.usage(org, "a", &spec, &period(at(1, 0), at(3, 0))).await.unwrap();
     assert_eq!(total(&result), Some(Decimal::from(10)));
     let results = store
-        .usage_of_customers(org, &["a".to_owned(), "b".to_owned()], &spec, &period(at(1, 0), at(4, 0)))
+        .usage_of_customers(
+            org,
+            &["a".to_owned(), "b".to_owned()],
+            &spec,
+            &period(at(1, 0), at(4, 0)),
+        )
         .await
         .unwrap();
     assert_eq!(total(&results[0]), Some("12.5".parse().unwrap()));
@@ -165,7 +178,8 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 =
+            self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
 }
@@ -198,12 +212,24 @@ async fn scoped_answers_equal_the_reference_on_generated_data() {
             let customer = customers[rng.next(3) as usize];
             let when = at(1, 0) + TimeDelta::minutes(rng.next(60 * 24 * 20) as i64);
             let ev = if rng.next(3) == 0 {
-                event(customer, &format!("p{i}"), "premises", when, json!({
-                    "Premises_used": rng.next(50), "site": regions[rng.next(3) as usize]}))
+                event(
+                    customer,
+                    &format!("p{i}"),
+                    "premises",
+                    when,
+                    json!({
+                    "Premises_used": rng.next(50), "site": regions[rng.next(3) as usize]}),
+                )
             } else {
-                event(customer, &format!("e{i}"), "api", when, json!({
+                event(
+                    customer,
+                    &format!("e{i}"),
+                    "api",
+                    when,
+                    json!({
                     "n": format!("{}.{}", rng.next(100), rng.next(100)),
-                    "region": regions[rng.next(3) as usize]}))
+                    "region": regions[rng.next(3) as usize]}),
+                )
             };
             batch.push(ev);
         }

@@ -88,6 +88,12 @@ def test_filters_expression_and_unlocked_changes(client, unique):
         "max_agg", "size", None)
     assert changed.filters.__root__ == []
 
+    # So may its code: the metric is then found by the new one only.
+    moved = client.billable_metrics.update(BillableMetric(code=f"{code}_v2"), code)
+    assert (moved.lago_id, moved.code) == (created.lago_id, f"{code}_v2")
+    assert client.billable_metrics.find(f"{code}_v2").lago_id == created.lago_id
+    assert error_of(lambda: client.billable_metrics.find(code))[0] == 404
+
 
 def test_find_all_pages_with_meta(client, unique):
     codes = [f"page_{unique}_{i}" for i in range(3)]

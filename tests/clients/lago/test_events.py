@@ -199,3 +199,28 @@ def test_estimate_fees_has_no_instant_charge(client, setup):
     ghost = Event(transaction_id="x", external_subscription_id="ghost", code=setup["gb"])
     assert error_of(lambda: client.events.estimate_fees(ghost)) == (
         404, {"status": 404, "error": "Not Found", "code": "subscription_not_found"})
+
+
+def test_events_naming_the_customer(raw, setup):
+    u = setup["unique"]
+    answer = raw.post("events", json={"event": {
+        "transaction_id": f"c1_{u}", "external_customer_id": setup["customer"],
+        "code": setup["calls"]}})
+    assert answer.status_code == 200
+    # Answered with the customer's subscription covering the event's time.
+    assert answer.json()["event"]["external_subscription_id"] == setup["sub"]
+    mismatch = raw.post("events", json={"event": {
+        "transaction_id": f"c2_{u}", "external_customer_id": "someone_else",
+        "external_subscription_id": setup["sub"], "code": setup["calls"]}})
+    assert (mismatch.status_code, mismatch.json()) == (
+        422, validation({"external_customer_id": ["does_not_match_subscription"]}))
+    unknown = raw.post("events", json={"event": {
+        "transaction_id": f"c3_{u}", "external_customer_id": f"nobody_{u}",
+        "code": setup["calls"], "source": "lago"}})
+    assert (unknown.status_code, unknown.json()) == (
+        422, validation({"source": ["unknown_field"]}))
+    unknown = raw.post("events", json={"event": {
+        "transaction_id": f"c3_{u}", "external_customer_id": f"nobody_{u}",
+        "code": setup["calls"]}})
+    assert (unknown.status_code, unknown.json()) == (
+        422, validation({"external_customer_id": ["customer_not_found"]}))

@@ -223,3 +223,36 @@ def test_current_usage_errors(usage):
         client.customers.current_usage(usage["customer"], "no_such_subscription")
     assert (caught.value.status_code, caught.value.response) == (
         405, {"status": 405, "error": "Method Not Allowed", "code": "no_active_subscription"})
+
+
+def test_pricing_group_keys_split_usage(client, unique):
+    start, _ = month_bounds()
+    t0 = int(start.timestamp())
+    metric = client.billable_metrics.create(BillableMetric(
+        name="Bytes", code=f"bytes_{unique}", aggregation_type="sum_agg", field_name="bytes"))
+    plan = client.plans.create(Plan(
+        name="Grouped", code=f"grouped_{unique}", interval="monthly", amount_cents=0,
+        amount_currency="USD", charges=Charges(__root__=[Charge(
+            billable_metric_id=metric.lago_id, charge_model="package",
+            properties={"amount": "1", "package_size": 2, "free_units": 0,
+                        "pricing_group_keys": ["project"]})])))
+    assert plan.charges.__root__[0].properties["pricing_group_keys"] == ["project"]
+    customer, sub = f"g_{unique}", f"g_sub_{unique}"
+    client.subscriptions.create(Subscription(
+        external_customer_id=customer, plan_code=plan.code, external_id=sub,
+        subscription_at=start.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    client.events.batch_create(BatchEvent(events=[
+        Event(transaction_id=f"g{i}_{unique}", external_subscription_id=sub,
+              code=metric.code, timestamp=t0 + i, properties=props)
+        for i, props in enumerate([{"bytes": 3, "project": "a"}, {"bytes": 4, "project": "b"},
+                                   {"bytes": 1}])]))
+    (charge,) = client.customers.current_usage(customer, sub).charges_usage
+    # Each group is priced on its own: packages of 2 at 1.00: a 3 -> 2, b 4 -> 2, none 1 -> 1.
+    groups = {g.grouped_by.get("project"): (g.units, g.amount_cents)
+              for g in charge.grouped_usage}
+    assert groups == {"a": ("3", 200), "b": ("4", 200), None: ("1", 100)}
+    assert (charge.units, charge.amount_cents) == ("8", 500)
+
+    (only_a,) = client.customers.current_usage(customer, sub,
+                                               group={"project": "a"}).charges_usage
+    assert (only_a.units, only_a.events_count, only_a.amount_cents) == ("3", 1, 200)

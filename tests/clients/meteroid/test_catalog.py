@@ -240,6 +240,12 @@ def test_customers(client, suffix):
     assert renamed.name == "Acme Corp" and renamed.phone == "+33 1 00 00 00 00"
     assert renamed.currency == "EUR"
 
+    replaced = client.customers.replace(
+        acme.id, currency="USD", custom_taxes=[], invoicing_emails=[],
+        invoicing_entity_id=acme.invoicing_entity_id, name="Acme Corp", alias=alias)
+    assert (replaced.currency, replaced.invoicing_emails, replaced.phone) == ("USD", [], None)
+    assert client.customers.retrieve(alias) == replaced
+
     with pytest.raises(ConflictError) as err:
         client.customers.create(currency="EUR", alias=alias)
     assert err.value.body.code == "CONFLICT"

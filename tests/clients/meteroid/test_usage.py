@@ -65,6 +65,10 @@ def world(client, family, suffix):
                                                                     "us": ["free"]})),
         "pro_only": metric("pro", "COUNT",
                            filters=[MetricFilter(property="tier", op="EQUAL", values=["pro"])]),
+        # Negations need the property, as the SDK documents: e4 (no tier) does not count.
+        "not_pro": metric("not pro", "COUNT",
+                          filters=[MetricFilter(property="tier", op="NOT_EQUAL",
+                                                values=["pro"])]),
     }
 
     def event(n, customer, when, **properties):
@@ -124,6 +128,9 @@ def test_usage_by_customer(client, world):
     # LINKED {eu: [free], us: [free]}: only e2 (us, free).
     assert groups(u[m["linked"]]) == {frozenset({("region", "us"), ("tier", "free")}): 1}
     assert u[m["pro_only"]].total_value == 2  # e1, e3
+    assert u[m["not_pro"]].total_value == 1  # e2
+    assert client.metrics.retrieve(m["not_pro"]).filters == [
+        MetricFilter(property="tier", op="NOT_EQUAL", values=["pro"])]
 
     # By id too, and for one metric.
     one = client.usage.retrieve_customer(world["acme"].id, start_date=START, end_date=END,
@@ -158,6 +165,7 @@ def test_usage_summary_aggregates_all_customers_together(client, world):
     assert mine["single"].total_value == 8800  # eu 2300 + us 6500
     assert mine["linked"].total_value == 3  # e2, e6, e7
     assert mine["pro_only"].total_value == 2
+    assert mine["not_pro"].total_value == 3  # e2, e6, e7
 
 
 def test_unit_conversion_rounding_modes_in_usage(client, family, suffix):

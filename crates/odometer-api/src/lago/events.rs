@@ -256,35 +256,45 @@ fn rejection_detail(rejection: &EventRejection) -> Details {
     details
 }
 
-/// The customer's subscription an event belongs to, for answers: the one whose life covers
-/// the event's timestamp (the newest started, when several do), else the newest.
-async fn subscription_of(
-    state: &AppState,
-    org: OrganizationId,
-    customer: &str,
-    at: DateTime<Utc>,
-) -> Result<Option<String>, LagoError> {
-    let page = state
-        .catalog
-        .list_subscriptions(
-            org,
-            &SubscriptionListParams {
+/// Each customer's subscriptions, newest start first, looked up once per request: what says
+/// which subscription a stored event belongs to in answers.
+#[derive(Default)]
+struct SubscriptionsOf(HashMap<String, Vec<Subscription>>);
+
+impl SubscriptionsOf {
+    /// The customer's subscription whose life covers `at` (the newest started, when several
+    /// do), else the newest.
+    async fn at(
+        &mut self,
+        state: &AppState,
+        org: OrganizationId,
+        customer: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, LagoError> {
+        if !self.0.contains_key(customer) {
+            let params = SubscriptionListParams {
                 customer: Some(customer.to_owned()),
                 plan_id: None,
                 status: None,
                 limit: 1000,
                 cursor: None,
-            },
-        )
-        .await
-        .map_err(|e| LagoError::store(e, "subscription"))?;
-    let mut subscriptions = page.items;
-    subscriptions.sort_by_key(|s| std::cmp::Reverse(s.spec.started_at));
-    let covering = subscriptions.iter().find(|s| {
-        let end = s.terminated_at.or(s.spec.ended_at);
-        s.spec.started_at <= at && end.is_none_or(|end| at < end)
-    });
-    Ok(covering.or(subscriptions.first()).map(|s| s.spec.external_id.clone()))
+            };
+            let page = state
+                .catalog
+                .list_subscriptions(org, &params)
+                .await
+                .map_err(|e| LagoError::store(e, "subscription"))?;
+            let mut subscriptions = page.items;
+            subscriptions.sort_by_key(|s| std::cmp::Reverse(s.spec.started_at));
+            self.0.insert(customer.to_owned(), subscriptions);
+        }
+        let subscriptions = self.0.get(customer).map(Vec::as_slice).unwrap_or_default();
+        let covering = subscriptions.iter().find(|s| {
+            let end = s.terminated_at.or(s.spec.ended_at);
+            s.spec.started_at <= at && end.is_none_or(|end| at < end)
+        });
+        Ok(covering.or(subscriptions.first()).map(|s| s.spec.external_id.clone()))
+    }
 }
 
 fn event_to_lago(stored: &StoredEvent, external_subscription_id: Option<String>) -> Value {
@@ -338,6 +348,7 @@ async fn ingest_lago(
         return Ok(Err(problems));
     }
     let mut answers = Vec::with_capacity(prepared.len());
+    let mut subscriptions = SubscriptionsOf::default();
     for p in prepared {
         let stored = state
             .events
@@ -345,7 +356,13 @@ async fn ingest_lago(
             .await
             .map_err(|e| LagoError::internal(e.to_string()))?
             .ok_or_else(|| LagoError::internal("an accepted event cannot be read back"))?;
-        answers.push(event_to_lago(&stored, p.external_subscription_id));
+        let sub = match p.external_subscription_id {
+            Some(sub) => Some(sub),
+            None => {
+                subscriptions.at(state, org, &stored.event.customer, stored.event.timestamp).await?
+            }
+        };
+        answers.push(event_to_lago(&stored, sub));
     }
     Ok(Ok(answers))
 }
@@ -445,11 +462,14 @@ pub async fn list(State(state): State<AppState>, tenant: LagoTenant, query: Lago
     all.reverse();
     let (items, meta) = paging.slice(all);
     let mut events = Vec::with_capacity(items.len());
+    let mut subscriptions = SubscriptionsOf::default();
     for stored in &items {
         let sub = match subscription {
             Some(sub) => Some(sub.to_owned()),
             None => {
-                subscription_of(&state, org, &stored.event.customer, stored.event.timestamp).await?
+                subscriptions
+                    .at(&state, org, &stored.event.customer, stored.event.timestamp)
+                    .await?
             }
         };
         events.push(event_to_lago(stored, sub));
@@ -490,7 +510,9 @@ pub async fn get(
     let sub = match subscription {
         Some(sub) => Some(sub.to_owned()),
         None => {
-            subscription_of(&state, org, &stored.event.customer, stored.event.timestamp).await?
+            SubscriptionsOf::default()
+                .at(&state, org, &stored.event.customer, stored.event.timestamp)
+                .await?
         }
     };
     Ok(Json(json!({"event": event_to_lago(&stored, sub)})))

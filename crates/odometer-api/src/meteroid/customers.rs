@@ -250,8 +250,9 @@ pub async fn create(
         "name": name,
         "metadata": {META_KEY: doc},
     });
-    let spec = parse_customer_spec(&definition)
-        .map_err(|problems| MeteroidError::bad_request(super::error::problems_message(&problems)))?;
+    let spec = parse_customer_spec(&definition).map_err(|problems| {
+        MeteroidError::bad_request(super::error::problems_message(&problems))
+    })?;
     let mut customer = Customer::new(org, spec, time::now());
     customer.id = id;
     state.catalog.create_customer(&customer).await?;

@@ -42,7 +42,10 @@ impl MeteroidError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "a valid API key is required (Authorization: Bearer <key>)")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid API key is required (Authorization: Bearer <key>)",
+        )
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -89,7 +92,13 @@ impl IntoResponse for MeteroidError {
 pub fn problems_message(problems: &Problems) -> String {
     let parts: Vec<String> = problems
         .iter()
-        .map(|p| if p.path.is_empty() { p.message.clone() } else { format!("{}: {}", p.path, p.message) })
+        .map(|p| {
+            if p.path.is_empty() {
+                p.message.clone()
+            } else {
+                format!("{}: {}", p.path, p.message)
+            }
+        })
         .collect();
     format!("invalid definition: {}", parts.join("; "))
 }
@@ -97,7 +106,9 @@ pub fn problems_message(problems: &Problems) -> String {
 impl From<StoreError> for MeteroidError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::NotFound { .. } | StoreError::MetricDeleted => Self::not_found(e.to_string()),
+            StoreError::NotFound { .. } | StoreError::MetricDeleted => {
+                Self::not_found(e.to_string())
+            }
             StoreError::CodeTaken { .. }
             | StoreError::ExternalIdTaken { .. }
             | StoreError::RevisionConflict { .. }

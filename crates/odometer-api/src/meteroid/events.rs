@@ -142,10 +142,8 @@ pub async fn ingest(
         return Ok(Json(json!({})));
     }
     if partial && stored > 0 {
-        let list: Vec<Value> = failures
-            .iter()
-            .map(|f| json!({"event_id": f.event_id, "reason": f.reason}))
-            .collect();
+        let list: Vec<Value> =
+            failures.iter().map(|f| json!({"event_id": f.event_id, "reason": f.reason})).collect();
         return Ok(Json(json!({ "failures": list })));
     }
     let listed: Vec<String> =

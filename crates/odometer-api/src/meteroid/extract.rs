@@ -60,9 +60,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "send the body as JSON with 'content-type: application/json'",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            MeteroidError::new(rejection.status(), rejection.body_text())
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| MeteroidError::new(rejection.status(), rejection.body_text()))?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| MeteroidError::bad_request(format!("the body is not valid JSON: {e}")))?;
         Ok(JsonBody(value))

@@ -76,6 +76,19 @@ pub fn metric_view(metric: &Metric) -> Option<Value> {
     {
         return None;
     }
+    // An `exists` filter is shown only as the half of a negation it was made with.
+    let negated = |property: &str| {
+        spec.filters
+            .iter()
+            .any(|f| f.property == property && matches!(f.op, FilterOp::Ne | FilterOp::NotIn))
+    };
+    if spec
+        .filters
+        .iter()
+        .any(|f| f.op == FilterOp::NotExists || (f.op == FilterOp::Exists && !negated(&f.property)))
+    {
+        return None;
+    }
     let product_family_id = spec.product_family_id.as_ref()?;
     let aggregation_type = aggregation_to_meteroid(spec.aggregation.kind)?;
     let mut out = Map::new();
@@ -112,8 +125,11 @@ pub fn metric_view(metric: &Metric) -> Option<Value> {
         .iter()
         .filter_map(|f| {
             let op = filter_op_to_meteroid(f.op)?;
-            let values: Vec<Value> =
-                f.values.iter().map(|v| json!(v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect();
+            let values: Vec<Value> = f
+                .values
+                .iter()
+                .map(|v| json!(v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
             Some(json!({"property": f.property, "op": op, "values": values}))
         })
         .collect();
@@ -240,7 +256,13 @@ pub fn filters_from_meteroid(value: &Value) -> Result<Value, MeteroidError> {
         };
         let mut filter = item.as_object().cloned().unwrap_or_default();
         filter.insert("op".into(), json!(op));
+        let property = filter.get("property").cloned();
         out.push(Value::Object(filter));
+        // Meteroid's negations hold only for events that have the property; Odometer's `ne`
+        // also holds when it is absent, so an `exists` filter goes with it (and is not shown).
+        if matches!(op, "ne" | "not_in") {
+            out.push(json!({"property": property, "op": "exists"}));
+        }
     }
     Ok(Value::Array(out))
 }
@@ -357,21 +379,29 @@ pub fn update_patch(body: &Value) -> Result<Value, MeteroidError> {
                 Value::String(_) | Value::Null => {
                     patch.insert("description".into(), value.clone());
                 }
-                _ => return Err(MeteroidError::bad_request("description must be a string or null")),
+                _ => {
+                    return Err(MeteroidError::bad_request("description must be a string or null"))
+                }
             },
             "segmentation_matrix" => {
-                let v = if value.is_null() { Value::Null } else { segmentation_from_meteroid(value)? };
+                let v =
+                    if value.is_null() { Value::Null } else { segmentation_from_meteroid(value)? };
                 patch.insert("segmentation".into(), v);
             }
             "unit_conversion" => {
-                let v = if value.is_null() { Value::Null } else { unit_conversion_from_meteroid(value)? };
+                let v = if value.is_null() {
+                    Value::Null
+                } else {
+                    unit_conversion_from_meteroid(value)?
+                };
                 patch.insert("unit_conversion".into(), v);
             }
             "filters" => {
                 let v = if value.is_null() { json!([]) } else { filters_from_meteroid(value)? };
                 patch.insert("filters".into(), v);
             }
-            "code" | "aggregation_type" | "aggregation_key" | "usage_group_key" | "product_family_id" | "product_id" => {
+            "code" | "aggregation_type" | "aggregation_key" | "usage_group_key"
+            | "product_family_id" | "product_id" => {
                 return Err(MeteroidError::bad_request(format!(
                     "{key} is immutable: create a new metric instead"
                 )))
@@ -404,13 +434,123 @@ pub fn page_bounds(page: Option<u32>, per_page: Option<u32>) -> Result<(u32, u32
 pub fn paginate(items: Vec<Value>, page: u32, per_page: u32) -> Value {
     let total_items = items.len() as u64;
     let total_pages = total_items.div_ceil(u64::from(per_page));
-    let data: Vec<Value> = items
-        .into_iter()
-        .skip(page as usize * per_page as usize)
-        .take(per_page as usize)
-        .collect();
+    let data: Vec<Value> =
+        items.into_iter().skip(page as usize * per_page as usize).take(per_page as usize).collect();
     json!({
         "data": data,
         "pagination_meta": PaginationMeta { page, per_page, total_items, total_pages },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn segmentation_matrices_become_dropping_segmentations() {
+        let cases = [
+            (
+                json!({"type": "SINGLE", "key": "region", "values": ["eu"]}),
+                json!({"type": "single", "key": "region", "values": ["eu"], "unmatched": "drop"}),
+            ),
+            (
+                json!({"type": "DOUBLE", "dimension1": {"key": "a", "values": ["1"]},
+                       "dimension2": {"key": "b", "values": ["2"]}}),
+                json!({"type": "double", "dimension1": {"key": "a", "values": ["1"]},
+                       "dimension2": {"key": "b", "values": ["2"]}, "unmatched": "drop"}),
+            ),
+            (
+                json!({"type": "LINKED", "dimension1_key": "p", "dimension2_key": "r",
+                       "values": {"aws": ["us"]}}),
+                json!({"type": "linked", "dimension1_key": "p", "dimension2_key": "r",
+                       "values": {"aws": ["us"]}, "unmatched": "drop"}),
+            ),
+        ];
+        for (meteroid, native) in cases {
+            assert_eq!(segmentation_from_meteroid(&meteroid).unwrap(), native);
+        }
+        for bad in [json!({"type": "single"}), json!({"key": "k"}), json!([])] {
+            assert!(segmentation_from_meteroid(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unit_conversions_need_a_positive_int32_factor_and_a_known_rounding() {
+        assert_eq!(
+            unit_conversion_from_meteroid(&json!({"factor": 1024, "rounding": "NEAREST_HALF"}))
+                .unwrap(),
+            json!({"factor": "1024", "rounding": "nearest_half"})
+        );
+        for bad in [
+            json!({"factor": 0, "rounding": "UP"}),
+            json!({"factor": -3, "rounding": "UP"}),
+            json!({"factor": 1.5, "rounding": "UP"}),
+            json!({"factor": 3_000_000_000u64, "rounding": "UP"}),
+            json!({"factor": 3, "rounding": "SIDEWAYS"}),
+            json!({"factor": 3}),
+        ] {
+            assert!(unit_conversion_from_meteroid(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn negations_carry_an_exists_filter() {
+        let filters = filters_from_meteroid(&json!([
+            {"property": "tier", "op": "NOT_IN", "values": ["a", "b"]},
+            {"property": "plan", "op": "EQUAL", "values": ["pro"]},
+        ]))
+        .unwrap();
+        assert_eq!(
+            filters,
+            json!([
+                {"property": "tier", "op": "not_in", "values": ["a", "b"]},
+                {"property": "tier", "op": "exists"},
+                {"property": "plan", "op": "eq", "values": ["pro"]},
+            ])
+        );
+        assert!(filters_from_meteroid(&json!([{"property": "x", "op": "LIKE"}])).is_err());
+    }
+
+    #[test]
+    fn patches_clear_with_null_and_refuse_immutable_members() {
+        assert_eq!(
+            update_patch(&json!({"description": null, "unit_conversion": null,
+                                 "segmentation_matrix": null, "filters": null}))
+            .unwrap(),
+            json!({"description": null, "unit_conversion": null, "segmentation": null,
+                   "filters": []})
+        );
+        for member in ["code", "aggregation_type", "aggregation_key", "usage_group_key"] {
+            let err = update_patch(&json!({member: "x"})).unwrap_err();
+            assert!(format!("{err:?}").contains("immutable"), "{member}");
+        }
+        assert!(update_patch(&json!({"name": null})).is_err());
+        assert!(update_patch(&json!({"colour": "red"})).is_err());
+    }
+
+    #[test]
+    fn pages_are_zero_based_with_their_meta() {
+        let items: Vec<Value> = (0..7).map(|n| json!(n)).collect();
+        assert_eq!(
+            paginate(items.clone(), 2, 3),
+            json!({"data": [6], "pagination_meta":
+                   {"page": 2, "per_page": 3, "total_items": 7, "total_pages": 3}})
+        );
+        assert_eq!(paginate(items, 5, 3)["data"], json!([]));
+        assert_eq!(
+            paginate(Vec::new(), 0, 10)["pagination_meta"],
+            json!({"page": 0, "per_page": 10, "total_items": 0, "total_pages": 0})
+        );
+        assert!(page_bounds(None, Some(0)).is_err());
+        assert!(page_bounds(None, Some(101)).is_err());
+        assert_eq!(page_bounds(None, None).unwrap(), (0, 10));
+    }
+
+    #[test]
+    fn datetimes_have_milliseconds_and_z() {
+        let t = DateTime::parse_from_rfc3339("2026-01-05T10:00:00.123456+02:00").unwrap();
+        assert_eq!(datetime(&t.with_timezone(&Utc)), "2026-01-05T08:00:00.123Z");
+    }
 }

@@ -130,8 +130,9 @@ pub async fn create(
     // The product family must exist (Meteroid checks it too).
     let family = definition["product_family_id"].as_str().unwrap_or_default();
     product_families::find(state.catalog.as_ref(), org, family).await?;
-    let spec = odometer_core::metric_input::parse_metric_spec(&definition)
-        .map_err(|problems| MeteroidError::bad_request(super::error::problems_message(&problems)))?;
+    let spec = odometer_core::metric_input::parse_metric_spec(&definition).map_err(|problems| {
+        MeteroidError::bad_request(super::error::problems_message(&problems))
+    })?;
     let mut metric = Metric::new(org, spec, time::now());
     metric.id = id;
     state.catalog.create_metric(&metric).await?;
@@ -159,10 +160,9 @@ pub async fn update(
     let mut patch = mapping::update_patch(&body)?;
     // Meteroid replaces the whole matrix; a merge patch would keep members of the old one
     // (a SINGLE's `key` inside a new DOUBLE, a LINKED's old values), so those are cleared.
-    if let (Some(new), Some(Ok(old))) = (
-        patch.get_mut("segmentation"),
-        metric.spec.segmentation.as_ref().map(serde_json::to_value),
-    ) {
+    if let (Some(new), Some(Ok(old))) =
+        (patch.get_mut("segmentation"), metric.spec.segmentation.as_ref().map(serde_json::to_value))
+    {
         clear_missing(&old, new);
     }
     let updated =

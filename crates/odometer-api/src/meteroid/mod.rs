@@ -38,10 +38,7 @@ pub fn router() -> Router<AppState> {
                 .delete(customers::archive),
         )
         .route("/customers/{id}/unarchive", post(customers::unarchive))
-        .route(
-            "/product_families",
-            get(product_families::list).post(product_families::create),
-        )
+        .route("/product_families", get(product_families::list).post(product_families::create))
         .route("/product_families/{id}", get(product_families::get))
         .route("/plans", post(plans::create_plan_route))
         .route("/plans/{id}", get(plans::get_plan))

@@ -209,8 +209,7 @@ pub async fn create_plan_route(
     product_families::find(state.catalog.as_ref(), org, family_id).await?;
     let plan_type = object.get("plan_type").and_then(Value::as_str).unwrap_or("STANDARD");
     let status = object.get("status").and_then(Value::as_str).unwrap_or("DRAFT");
-    let (definition, components) =
-        plan_definition(state.catalog.as_ref(), org, object).await?;
+    let (definition, components) = plan_definition(state.catalog.as_ref(), org, object).await?;
     let plan = create_plan(state.catalog.as_ref(), org, &definition).await?;
     let record = DialectRecord {
         organization_id: org,

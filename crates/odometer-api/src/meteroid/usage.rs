@@ -30,8 +30,9 @@ pub struct UsageParams {
 
 fn date(name: &str, text: Option<&str>) -> Result<Option<NaiveDate>, MeteroidError> {
     text.map(|t| {
-        NaiveDate::parse_from_str(t, "%Y-%m-%d")
-            .map_err(|_| MeteroidError::bad_request(format!("{name} must be YYYY-MM-DD, not '{t}'")))
+        NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
+            MeteroidError::bad_request(format!("{name} must be YYYY-MM-DD, not '{t}'"))
+        })
     })
     .transpose()
 }
@@ -143,7 +144,8 @@ async fn customer_usage(
 ) -> Result<Vec<Value>, MeteroidError> {
     let mut usage = Vec::with_capacity(metrics.len());
     for metric in metrics {
-        let result = state.events.usage(org, customer, &metric.spec, &query(period, metric)).await?;
+        let result =
+            state.events.usage(org, customer, &metric.spec, &query(period, metric)).await?;
         usage.push(metric_usage(metric, &result));
     }
     Ok(usage)
@@ -160,8 +162,7 @@ pub async fn by_customer(
         .await?
         .ok_or_else(|| MeteroidError::not_found(format!("customer '{id_or_alias}' not found")))?;
     let metrics = metrics_asked(&state, org, params.metric_id.as_deref()).await?;
-    let usage =
-        customer_usage(&state, org, &customer.spec.external_id, &period, &metrics).await?;
+    let usage = customer_usage(&state, org, &customer.spec.external_id, &period, &metrics).await?;
     Ok(response(&period, usage))
 }
 
@@ -249,8 +250,7 @@ pub async fn by_subscription(
             out
         }
     };
-    let usage =
-        customer_usage(&state, org, &subscription.spec.customer, &period, &metrics).await?;
+    let usage = customer_usage(&state, org, &subscription.spec.customer, &period, &metrics).await?;
     Ok(response(&period, usage))
 }
 

@@ -8,11 +8,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use odometer_core::metric_input::parse_metric_spec;
+use odometer_core::metric_update::{check_lock, diff};
 use odometer_core::sql_metric::parse_sql_query;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use odometer_core::{Metric, MetricId, OrganizationId};
-use odometer_core::metric_input::parse_metric_spec;
-use odometer_core::metric_update::{check_lock, diff};
 use odometer_store::metrics::{create_metric, delete_metric};
 use odometer_store::{ArchivedFilter, MetricListParams, MetricRevisionInput, StoreError};
 use serde_json::{json, Map, Value};
@@ -48,7 +48,11 @@ fn read_fields(body: &Value) -> Result<AggregateFields, ZenskarError> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            errors.push(FieldError::new(&["body", member], "Input should be a valid string", "string_type"));
+            errors.push(FieldError::new(
+                &["body", member],
+                "Input should be a valid string",
+                "string_type",
+            ));
             None
         }
     };
@@ -94,11 +98,7 @@ async fn check_tables(
 }
 
 /// The aggregate with this id, as a live `custom_sql` metric of the organization.
-async fn find(
-    state: &AppState,
-    org: OrganizationId,
-    id: &str,
-) -> Result<Metric, ZenskarError> {
+async fn find(state: &AppState, org: OrganizationId, id: &str) -> Result<Metric, ZenskarError> {
     let uuid = uuid::Uuid::parse_str(id).map_err(|_| {
         ZenskarError::invalid(
             &["path", "aggregate_id"],
@@ -120,10 +120,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ZenskarError> {
     let fields = read_fields(&body.value)?;
     let mut missing = Vec::new();
-    for (member, given) in [
-        ("name", fields.name.is_some()),
-        ("aggregation_query", fields.aggregation_query.is_some()),
-    ] {
+    for (member, given) in
+        [("name", fields.name.is_some()), ("aggregation_query", fields.aggregation_query.is_some())]
+    {
         if !given {
             missing.push(FieldError::new(&["body", member], "Field required", "missing"));
         }
@@ -219,7 +218,8 @@ async fn revise(
             }
         }
         // The whole definition is validated again, as any update is.
-        let spec = parse_metric_spec(&spec.to_json()).map_err(|p| ZenskarError::from_problems(&p))?;
+        let spec =
+            parse_metric_spec(&spec.to_json()).map_err(|p| ZenskarError::from_problems(&p))?;
         let changes = diff(&current.spec.to_json(), &spec.to_json());
         if changes.is_empty() {
             return Ok(current);
@@ -263,7 +263,11 @@ pub async fn list(
     let after = match query.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(uuid::Uuid::parse_str(c).map_err(|_| {
-            ZenskarError::invalid(&["query", "cursor"], "Input should be a valid cursor", "value_error")
+            ZenskarError::invalid(
+                &["query", "cursor"],
+                "Input should be a valid cursor",
+                "value_error",
+            )
         })?),
     };
     let pattern = query.get("name__ilike");
@@ -275,12 +279,8 @@ pub async fn list(
         ));
     }
     let datasource = query.get("datasource");
-    let mut params = MetricListParams {
-        search: None,
-        archived: ArchivedFilter::All,
-        limit: 1000,
-        cursor: None,
-    };
+    let mut params =
+        MetricListParams { search: None, archived: ArchivedFilter::All, limit: 1000, cursor: None };
     let mut matching = Vec::new();
     loop {
         let page = state.catalog.list_metrics(org, &params).await?;
@@ -292,7 +292,9 @@ pub async fn list(
             if pattern.is_some_and(|p| !ilike(&metric.spec.name, p)) {
                 continue;
             }
-            if datasource.is_some_and(|d| sql.datasource.as_ref().and_then(Value::as_str) != Some(d)) {
+            if datasource
+                .is_some_and(|d| sql.datasource.as_ref().and_then(Value::as_str) != Some(d))
+            {
                 continue;
             }
             matching.push(metric);

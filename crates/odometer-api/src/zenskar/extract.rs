@@ -22,10 +22,7 @@ pub struct Organisation(pub OrganizationId);
 impl FromRequestParts<AppState> for Organisation {
     type Rejection = ZenskarError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, ZenskarError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ZenskarError> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         // No credentials, a wrong key, a key of another organization, or an `organisation`
         // that is not an organization id: 401. A request naming a well-formed organisation but
@@ -68,7 +65,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             return Err(ZenskarError::invalid(&["body"], "Field required", "missing"));
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| {
-            ZenskarError::invalid(&["body", &e.column().to_string()], "JSON decode error", "json_invalid")
+            ZenskarError::invalid(
+                &["body", &e.column().to_string()],
+                "JSON decode error",
+                "json_invalid",
+            )
         })?;
         Ok(Body { value })
     }

@@ -37,5 +37,8 @@ async fn not_found() -> ZenskarError {
 }
 
 async fn method_not_allowed() -> ZenskarError {
-    ZenskarError::Status(axum::http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".to_owned())
+    ZenskarError::Status(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed".to_owned(),
+    )
 }

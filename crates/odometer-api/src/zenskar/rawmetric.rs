@@ -19,9 +19,8 @@ type Schema = (Value, Vec<(String, FieldType)>);
 fn read_schema(value: &Value) -> Result<Schema, Vec<FieldError>> {
     let invalid = |loc: &[&str], msg: String| vec![FieldError::new(loc, msg, "value_error")];
     let doc = match value {
-        Value::String(text) => serde_json::from_str::<Value>(text).map_err(|_| {
-            invalid(&["body", "dataschema"], "is not a JSON object".to_owned())
-        })?,
+        Value::String(text) => serde_json::from_str::<Value>(text)
+            .map_err(|_| invalid(&["body", "dataschema"], "is not a JSON object".to_owned()))?,
         other => other.clone(),
     };
     let Some(object) = doc.as_object() else {
@@ -63,7 +62,10 @@ fn read_schema(value: &Value) -> Result<Schema, Vec<FieldError>> {
             }
         }
         Some(_) => {
-            return Err(invalid(&["body", "dataschema", "data"], "Input should be a valid dictionary".into()))
+            return Err(invalid(
+                &["body", "dataschema", "data"],
+                "Input should be a valid dictionary".into(),
+            ))
         }
     }
     Ok((value.clone(), fields))
@@ -90,7 +92,11 @@ pub async fn create(
             None
         }
         Some(_) => {
-            errors.push(FieldError::new(&["body", member], "Input should be a non-empty string", "string_type"));
+            errors.push(FieldError::new(
+                &["body", member],
+                "Input should be a non-empty string",
+                "string_type",
+            ));
             None
         }
     };
@@ -158,7 +164,11 @@ pub async fn list(
     for (member, pick) in [("name__ilike", 0), ("api_slug__ilike", 1)] {
         if let Some(pattern) = query.get(member) {
             if pattern.chars().count() > 100 {
-                return Err(ZenskarError::invalid(&["query", member], "String should have at most 100 characters", "string_too_long"));
+                return Err(ZenskarError::invalid(
+                    &["query", member],
+                    "String should have at most 100 characters",
+                    "string_too_long",
+                ));
             }
             tables.retain(|t| ilike(if pick == 0 { &t.name } else { &t.api_slug }, pattern));
         }
@@ -175,7 +185,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ZenskarError> {
     let tables = state.events.usage_tables(org).await?;
-    let table = tables.iter().find(|t| t.id == id).ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
+    let table =
+        tables.iter().find(|t| t.id == id).ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
     Ok(Json(raw_metric_json(table)))
 }
 
@@ -185,7 +196,9 @@ pub async fn get_by_slug(
     Path(slug): Path<String>,
 ) -> Result<Json<Value>, ZenskarError> {
     let tables = state.events.usage_tables(org).await?;
-    let table =
-        tables.iter().find(|t| t.api_slug == slug).ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
+    let table = tables
+        .iter()
+        .find(|t| t.api_slug == slug)
+        .ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
     Ok(Json(raw_metric_json(table)))
 }

@@ -53,8 +53,10 @@ pub async fn ingest(
         }
     }
     let tables = state.events.usage_tables(org).await?;
-    let table =
-        tables.iter().find(|t| t.api_slug == slug).ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
+    let table = tables
+        .iter()
+        .find(|t| t.api_slug == slug)
+        .ok_or_else(|| ZenskarError::not_found("Raw metric"))?;
     let rows: Vec<&Value> = match &body.value {
         Value::Array(items) => items.iter().collect(),
         one => vec![one],
@@ -127,7 +129,12 @@ fn replay(kept: IdempotentResponse, request_hash: &str) -> Result<Response, Zens
 
 type Row = (String, chrono::DateTime<chrono::Utc>, Map<String, Value>);
 
-fn read_row(table: &UsageTable, row: &Value, index: usize, listed: bool) -> Result<Row, Vec<FieldError>> {
+fn read_row(
+    table: &UsageTable,
+    row: &Value,
+    index: usize,
+    listed: bool,
+) -> Result<Row, Vec<FieldError>> {
     let at = |path: &[&str]| -> Vec<Value> {
         let mut loc = vec![json!("body")];
         if listed {
@@ -136,7 +143,11 @@ fn read_row(table: &UsageTable, row: &Value, index: usize, listed: bool) -> Resu
         loc.extend(path.iter().map(|p| json!(p)));
         loc
     };
-    let error = |path: &[&str], msg: String, kind: &str| FieldError { loc: at(path), msg, kind: kind.to_owned() };
+    let error = |path: &[&str], msg: String, kind: &str| FieldError {
+        loc: at(path),
+        msg,
+        kind: kind.to_owned(),
+    };
     let Value::Object(map) = row else {
         return Err(vec![error(&[], "Input should be a valid dictionary".into(), "dict_type")]);
     };
@@ -148,7 +159,11 @@ fn read_row(table: &UsageTable, row: &Value, index: usize, listed: bool) -> Resu
             None
         }
         Some(_) => {
-            errors.push(error(&["customer_id"], "Input should be a string of 1 to 255 characters".into(), "string_type"));
+            errors.push(error(
+                &["customer_id"],
+                "Input should be a string of 1 to 255 characters".into(),
+                "string_type",
+            ));
             None
         }
     };
@@ -171,7 +186,11 @@ fn read_row(table: &UsageTable, row: &Value, index: usize, listed: bool) -> Resu
         Some(Value::Object(data)) => {
             for (name, value) in data {
                 let Some((_, t)) = table.fields.iter().find(|(f, _)| f == name) else {
-                    errors.push(error(&["data", name], "is not a field of this raw metric's dataschema".into(), "extra_forbidden"));
+                    errors.push(error(
+                        &["data", name],
+                        "is not a field of this raw metric's dataschema".into(),
+                        "extra_forbidden",
+                    ));
                     continue;
                 };
                 match typed(*t, value) {
@@ -182,7 +201,9 @@ fn read_row(table: &UsageTable, row: &Value, index: usize, listed: bool) -> Resu
                 }
             }
         }
-        Some(_) => errors.push(error(&["data"], "Input should be a valid dictionary".into(), "dict_type")),
+        Some(_) => {
+            errors.push(error(&["data"], "Input should be a valid dictionary".into(), "dict_type"))
+        }
     }
     match (customer, timestamp, errors.is_empty()) {
         (Some(c), Some(t), true) => Ok((c, t, properties)),
@@ -209,7 +230,9 @@ fn typed(t: FieldType, value: &Value) -> Result<Value, String> {
             _ => fail(),
         },
         FieldType::Date32 => match value.as_str() {
-            Some(s) if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => Ok(value.clone()),
+            Some(s) if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
+                Ok(value.clone())
+            }
             _ => fail(),
         },
         FieldType::DateTime64 => match value.as_str() {

@@ -39,22 +39,27 @@ impl RecordRow {
 }
 
 pub(crate) fn create(conn: &Connection, record: &DialectRecord) -> Result<bool> {
-    let inserted = conn.prepare_cached(
-        "INSERT INTO dialect_records (organization_id, kind, id, name, document, created_at) \
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO dialect_records (organization_id, kind, id, name, document, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![
-        record.organization_id.to_string(),
-        record.kind,
-        record.id,
-        record.name,
-        to_json(&record.document)?,
-        instant(&record.created_at),
-    ])?;
+        )?
+        .execute(params![
+            record.organization_id.to_string(),
+            record.kind,
+            record.id,
+            record.name,
+            to_json(&record.document)?,
+            instant(&record.created_at),
+        ])?;
     Ok(inserted == 1)
 }
 
-pub(crate) fn list(conn: &Connection, org: OrganizationId, kind: &str) -> Result<Vec<DialectRecord>> {
+pub(crate) fn list(
+    conn: &Connection,
+    org: OrganizationId,
+    kind: &str,
+) -> Result<Vec<DialectRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT kind, id, name, document, created_at FROM dialect_records \
          WHERE organization_id = ?1 AND kind = ?2 ORDER BY created_at, id",

@@ -83,6 +83,6 @@ mod tests {
     #[test]
     fn the_migrations_are_valid() {
         assert!(MIGRATIONS.validate().is_ok());
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
     }
 }

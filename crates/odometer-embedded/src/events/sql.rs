@@ -73,7 +73,8 @@ const REFERENCE_MEMORY_LIMIT: &str = "256MB";
 
 /// Sets the time limit of every SQL metric run in this process (10 s by default).
 pub fn set_sql_time_limit(limit: Duration) {
-    TIME_LIMIT_MS.store(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+    TIME_LIMIT_MS
+        .store(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
 }
 
 pub(super) fn create_tables(conn: &Connection) -> Result<(), StoreError> {
@@ -268,7 +269,10 @@ fn wrap(
     }
     for name in &query.cte_names {
         if defined.insert(name.clone()) {
-            ctes.push(format!("{} AS (SELECT NULL AS odometer_nothing WHERE false)", quote_ident(name)));
+            ctes.push(format!(
+                "{} AS (SELECT NULL AS odometer_nothing WHERE false)",
+                quote_ident(name)
+            ));
         }
     }
     format!("WITH {}\nSELECT * FROM (\n{}\n) AS odometer_result", ctes.join(",\n"), query.text)
@@ -276,8 +280,7 @@ fn wrap(
 
 /// `DATE(x)` as Zenskar's ClickHouse SQL writes it.
 fn prepare_connection(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch("CREATE OR REPLACE TEMP MACRO date(x) AS CAST(x AS DATE)")
-        .map_err(backend)
+    conn.execute_batch("CREATE OR REPLACE TEMP MACRO date(x) AS CAST(x AS DATE)").map_err(backend)
 }
 
 /// Validates the metric's query against the organization's tables.
@@ -318,7 +321,9 @@ fn run_once(
     ];
     for placeholder in &query.placeholders {
         params.push(match placeholder {
-            Placeholder::StartDate => Value::Timestamp(TimeUnit::Microsecond, from.timestamp_micros()),
+            Placeholder::StartDate => {
+                Value::Timestamp(TimeUnit::Microsecond, from.timestamp_micros())
+            }
             Placeholder::EndDate => Value::Timestamp(TimeUnit::Microsecond, to.timestamp_micros()),
             Placeholder::CustomerExternalId => Value::Text(customer.to_owned()),
         });
@@ -376,7 +381,8 @@ fn execute(
 }
 
 fn number(value: &Value) -> Option<Result<Decimal, String>> {
-    let exact = |d: Option<Decimal>| d.ok_or_else(|| "a value does not fit in a decimal".to_owned());
+    let exact =
+        |d: Option<Decimal>| d.ok_or_else(|| "a value does not fit in a decimal".to_owned());
     Some(match value {
         Value::TinyInt(v) => Ok(Decimal::from(*v)),
         Value::SmallInt(v) => Ok(Decimal::from(*v)),
@@ -387,9 +393,9 @@ fn number(value: &Value) -> Option<Result<Decimal, String>> {
         Value::UInt(v) => Ok(Decimal::from(*v)),
         Value::UBigInt(v) => Ok(Decimal::from(*v)),
         Value::HugeInt(v) => exact(Decimal::try_from_i128_with_scale(*v, 0).ok()),
-        Value::UHugeInt(v) => {
-            exact(i128::try_from(*v).ok().and_then(|v| Decimal::try_from_i128_with_scale(v, 0).ok()))
-        }
+        Value::UHugeInt(v) => exact(
+            i128::try_from(*v).ok().and_then(|v| Decimal::try_from_i128_with_scale(v, 0).ok()),
+        ),
         Value::Decimal(d) => d.to_string().parse::<Decimal>().map_err(|e| e.to_string()),
         Value::Float(f) => float(f64::from(*f)),
         Value::Double(f) => float(*f),
@@ -402,7 +408,9 @@ fn float(f: f64) -> Result<Decimal, String> {
         return Err(format!("the value {f} is not a finite number"));
     }
     // Rust prints the shortest text that reads back as the same double.
-    format!("{f}").parse::<Decimal>().map_err(|_| format!("the value {f} does not fit in a decimal"))
+    format!("{f}")
+        .parse::<Decimal>()
+        .map_err(|_| format!("the value {f} does not fit in a decimal"))
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -443,12 +451,21 @@ fn window_usage(
     let value_column = by_name("value").or_else(|| by_name("quantity")).or_else(|| {
         (0..answer.names.len()).find(|&i| {
             answer.rows.iter().any(|row| number(&row[i]).is_some())
-                && answer.rows.iter().all(|row| matches!(row[i], Value::Null) || number(&row[i]).is_some())
+                && answer
+                    .rows
+                    .iter()
+                    .all(|row| matches!(row[i], Value::Null) || number(&row[i]).is_some())
         })
     });
     let Some(value_column) = value_column else {
         if answer.rows.is_empty() {
-            return Ok(WindowUsage { from, to, total: None, groups: Vec::new(), events_excluded: 0 });
+            return Ok(WindowUsage {
+                from,
+                to,
+                total: None,
+                groups: Vec::new(),
+                events_excluded: 0,
+            });
         }
         return Err(failed(
             "the query has no 'value' or 'quantity' column and no numeric column".to_owned(),
@@ -548,10 +565,8 @@ pub fn reference_usage(
     let cuts = windows(query.from, query.to, query.window, query.timezone)?;
     let sql = validated(spec, tables)?;
     let conn = Connection::open_in_memory().map_err(backend)?;
-    conn.execute_batch(&format!(
-        "SET memory_limit = '{REFERENCE_MEMORY_LIMIT}'; SET threads = 1;"
-    ))
-    .map_err(backend)?;
+    conn.execute_batch(&format!("SET memory_limit = '{REFERENCE_MEMORY_LIMIT}'; SET threads = 1;"))
+        .map_err(backend)?;
     let columns = Columns {
         keys: keys.iter().enumerate().map(|(i, k)| (k.clone(), format!("p{i}"))).collect(),
     };
