@@ -56,6 +56,7 @@ pub use metrics::{
     metric_lists_search_code_and_name, metric_revisions_are_numbered_and_checked,
     metrics_are_archived_and_unarchived, metrics_are_created_and_read_by_id_and_code,
     metrics_reading_event_code_include_archived_not_deleted,
+    revisions_of_attached_metrics_keep_their_locked_fields,
     revisions_that_change_the_code_check_it_is_free,
 };
 pub use operations::{
@@ -126,6 +127,7 @@ macro_rules! catalog_conformance_tests {
             deleted_metrics_refuse_writes_but_stay_readable,
             metrics_are_archived_and_unarchived,
             metric_attachments_count_every_attacher,
+            revisions_of_attached_metrics_keep_their_locked_fields,
             customers_are_created_read_updated_and_deleted,
             customer_external_ids_are_unique_among_live_customers,
             customer_lists_page_and_search,

@@ -46,6 +46,10 @@ pub enum StoreError {
     /// A terminated (or ended) subscription takes no more changes.
     #[error("the subscription is terminated")]
     SubscriptionTerminated,
+    /// A revision that changes locked fields of a metric a live plan charges (semantics 6.3),
+    /// refused by the catalog in the same transaction that would have written it.
+    #[error("the metric is attached to a plan, so these fields cannot change: {}", fields.join(", "))]
+    MetricLocked { fields: Vec<&'static str> },
     /// Anything the backend itself failed at (I/O, corruption, a bug); its detail is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -75,6 +79,7 @@ impl StoreError {
             Self::InvalidCursor => "invalid_cursor",
             Self::PlanInUse { .. } => "plan_in_use",
             Self::SubscriptionTerminated => "subscription_terminated",
+            Self::MetricLocked { .. } => "metric_locked",
             Self::Backend(_) => "internal_error",
         }
     }

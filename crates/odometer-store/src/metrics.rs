@@ -125,6 +125,9 @@ pub async fn update_metric(
         match catalog.add_metric_revision(org, current.id, &revision).await {
             Err(StoreError::RevisionConflict { .. })
                 if next.expected_revision.is_none() && attempt < UPDATE_ATTEMPTS => {}
+            Err(StoreError::MetricLocked { fields }) => {
+                return Err(MetricError::Locked(MetricLocked { fields }))
+            }
             other => return Ok(other?),
         }
     }

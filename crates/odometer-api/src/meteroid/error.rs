@@ -113,6 +113,7 @@ impl From<StoreError> for MeteroidError {
             | StoreError::ExternalIdTaken { .. }
             | StoreError::RevisionConflict { .. }
             | StoreError::PlanInUse { .. }
+            | StoreError::MetricLocked { .. }
             | StoreError::SubscriptionTerminated => Self::new(StatusCode::CONFLICT, e.to_string()),
             StoreError::InvalidCursor => Self::bad_request(e.to_string()),
             StoreError::Backend(detail) => Self::internal(detail.clone()),

@@ -111,6 +111,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         let status = match &err {
+            StoreError::MetricLocked { fields } => {
+                return MetricLocked { fields: fields.clone() }.into();
+            }
             StoreError::NotFound { .. } | StoreError::MetricDeleted => StatusCode::NOT_FOUND,
             StoreError::CodeTaken { .. }
             | StoreError::ExternalIdTaken { .. }

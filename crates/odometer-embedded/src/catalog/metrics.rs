@@ -238,6 +238,12 @@ pub(crate) fn add_revision(
         }
         .into());
     }
+    // The lock rule, checked where the write happens: a plan created since the caller's own
+    // check cannot let a locked field change.
+    let locked = odometer_core::metric_update::locked_changes(&current.spec, &input.spec);
+    if !locked.is_empty() && is_attached(&tx, org, id)? {
+        return Err(StoreError::MetricLocked { fields: locked }.into());
+    }
     let next = current
         .revision
         .checked_add(1)

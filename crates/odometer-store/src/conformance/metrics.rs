@@ -545,3 +545,50 @@ pub async fn metric_attachments_count_every_attacher(catalog: &dyn Catalog) {
         "attach an unknown metric",
     );
 }
+
+/// Semantics 6.3 enforced by the catalog itself, in the transaction that writes the revision:
+/// an attached metric's locked fields cannot change even if the caller checked before a plan
+/// attached it.
+pub async fn revisions_of_attached_metrics_keep_their_locked_fields(catalog: &dyn Catalog) {
+    let org = new_organization(catalog, "Acme").await;
+    let metric = create_metric(catalog, org.id, count_metric("calls", "Calls")).await;
+    catalog.set_metric_attachment(org.id, metric.id, "plan_a", true).await.unwrap();
+
+    let mut locked = metric.spec.clone();
+    locked.event_code = "other_calls".to_owned();
+    let change = FieldChange {
+        path: "event_code".to_owned(),
+        before: json!("calls"),
+        after: json!("other_calls"),
+    };
+    assert_error(
+        catalog
+            .add_metric_revision(
+                org.id,
+                metric.id,
+                &revision(1, locked.clone(), vec![change.clone()]),
+            )
+            .await,
+        StoreError::MetricLocked { fields: vec!["event_code"] },
+        "a locked field of an attached metric",
+    );
+    assert_eq!(catalog.get_metric(org.id, metric.id).await.unwrap(), metric, "nothing written");
+
+    let mut renamed = metric.spec.clone();
+    renamed.name = "API calls".to_owned();
+    let rename =
+        FieldChange { path: "name".to_owned(), before: json!("Calls"), after: json!("API calls") };
+    let second = catalog
+        .add_metric_revision(org.id, metric.id, &revision(1, renamed, vec![rename]))
+        .await
+        .unwrap();
+    assert_eq!(second.revision, 2, "unlocked fields stay editable while attached");
+
+    catalog.set_metric_attachment(org.id, metric.id, "plan_a", false).await.unwrap();
+    locked.name = "API calls".to_owned();
+    let third = catalog
+        .add_metric_revision(org.id, metric.id, &revision(2, locked, vec![change]))
+        .await
+        .unwrap();
+    assert_eq!((third.revision, third.spec.event_code.as_str()), (3, "other_calls"), "detached");
+}
