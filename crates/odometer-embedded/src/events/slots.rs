@@ -165,8 +165,9 @@ mod tests {
         assert_eq!(scaled(d("1.00000000000")), Some(10_000_000_000), "trailing zeros do not count");
         assert_eq!(scaled(d("0.00000000001")), None, "11 fractional digits");
         assert_eq!(scaled(Decimal::MAX), None);
-        assert_eq!(scaled(d("9999999999999999999999999999")), None, "38 digits scaled");
-        assert!(scaled(d("999999999999999999999999999")).is_some(), "37 digits scaled");
+        // A slot holds 38 digits once scaled: 28 integer digits fit, 10^28 does not.
+        assert!(scaled(d("9999999999999999999999999999")).is_some(), "28 integer digits");
+        assert_eq!(scaled(d("10000000000000000000000000000")), None, "10^28");
         assert_eq!(unscaled(15_000_000_000), Some(d("1.5")));
         assert_eq!(
             unscaled(scaled(d("12345678901234567.25")).unwrap()),
