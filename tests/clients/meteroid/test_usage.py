@@ -285,6 +285,11 @@ def test_usage_by_subscription(client, family, world, suffix):
     assert sub.id.startswith("sub_")
     assert (sub.customer_id, sub.customer_alias) == (world["acme"].id, world["acme"].alias)
     assert (sub.plan_id, sub.currency, sub.mrr_cents) == (plan.id, "EUR", 4990)
+    assert (sub.start_date, sub.billing_day_anchor, sub.status) == (START, 1, "ACTIVE")
+    assert [(c.name, type(c.fee).__name__) for c in sub.components] == [
+        ("Platform fee", "RateFee"), ("API calls", "UsageFee"), ("Kilobytes", "UsageFee")]
+    assert sub.components[0].fee.rate == Decimal("49.90")
+    assert sub.components[1].fee.metric_id == m["count"]
     assert client.subscriptions.retrieve(sub.id) == sub
 
     # Only the metrics the plan charges: Acme's October, as worked out above.

@@ -133,6 +133,8 @@ pub async fn create(
     let spec = odometer_core::metric_input::parse_metric_spec(&definition).map_err(|problems| {
         MeteroidError::bad_request(super::error::problems_message(&problems))
     })?;
+    // What `odometer_store::metrics::create_metric` does, with the id chosen first: Odometer's
+    // unique metric code is derived from it.
     let mut metric = Metric::new(org, spec, time::now());
     metric.id = id;
     state.catalog.create_metric(&metric).await?;

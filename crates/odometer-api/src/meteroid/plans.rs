@@ -7,7 +7,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use odometer_core::billing_period::billing_period;
 use odometer_core::{time, MetricId, OrganizationId, Plan, PlanId, Subscription};
 use odometer_store::dialect_records::DialectRecord;
@@ -286,7 +286,7 @@ async fn subscription_view(
         "add_ons": [],
         "applied_coupons": [],
         "auto_advance_invoices": true,
-        "billing_day_anchor": 1,
+        "billing_day_anchor": start.day(),
         "charge_automatically": false,
         "components": components,
         "created_at": mapping::datetime(&subscription.created_at),
