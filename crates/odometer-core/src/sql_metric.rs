@@ -30,7 +30,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Expr, FunctionArguments, ObjectName, Query, SetExpr, Spanned, Statement, TableFactor, Value,
-    Visit, Visitor,
+    ValueWithSpan, Visit, Visitor,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -105,151 +105,33 @@ pub struct SqlQuery {
 
 /// Functions a SQL metric may call (lowercase). Nothing here reads files, the network,
 /// settings or the catalog, or depends on anything but its arguments.
+#[rustfmt::skip]
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "mean",
-    "any_value",
-    "first",
-    "last",
-    "arg_max",
-    "arg_min",
-    "argmax",
-    "argmin",
-    "max_by",
-    "min_by",
-    "count_if",
-    "countif",
-    "bool_and",
-    "bool_or",
-    "string_agg",
-    "median",
-    "quantile_cont",
-    "quantile_disc",
-    "mode",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "product",
-    "fsum",
+    "count", "sum", "min", "max", "avg", "mean", "any_value", "first", "last", "arg_max",
+    "arg_min", "argmax", "argmin", "max_by", "min_by", "count_if", "countif", "bool_and",
+    "bool_or", "string_agg", "median", "quantile_cont", "quantile_disc", "mode", "stddev",
+    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "product", "fsum",
     // arithmetic
-    "abs",
-    "ceil",
-    "ceiling",
-    "floor",
-    "round",
-    "trunc",
-    "greatest",
-    "least",
-    "sqrt",
-    "power",
-    "pow",
-    "ln",
-    "log",
-    "log10",
-    "log2",
-    "exp",
-    "sign",
-    "mod",
-    "div",
+    "abs", "ceil", "ceiling", "floor", "round", "trunc", "greatest", "least", "sqrt", "power",
+    "pow", "ln", "log", "log10", "log2", "exp", "sign", "mod", "div",
     // conditionals
-    "coalesce",
-    "nullif",
-    "ifnull",
-    "if",
-    "isnan",
-    "isinf",
-    "isfinite",
+    "coalesce", "nullif", "ifnull", "if", "isnan", "isinf", "isfinite",
     // text
-    "lower",
-    "upper",
-    "lcase",
-    "ucase",
-    "length",
-    "char_length",
-    "concat",
-    "concat_ws",
-    "substr",
-    "substring",
-    "trim",
-    "ltrim",
-    "rtrim",
-    "replace",
-    "left",
-    "right",
-    "starts_with",
-    "ends_with",
-    "contains",
-    "strpos",
-    "instr",
-    "lpad",
-    "rpad",
-    "split_part",
-    "reverse",
-    "prefix",
-    "suffix",
-    "like_escape",
+    "lower", "upper", "lcase", "ucase", "length", "char_length", "concat", "concat_ws",
+    "substr", "substring", "trim", "ltrim", "rtrim", "replace", "left", "right", "starts_with",
+    "ends_with", "contains", "strpos", "instr", "lpad", "rpad", "split_part", "reverse",
+    "prefix", "suffix", "like_escape",
     // dates and times
-    "date",
-    "date_trunc",
-    "datetrunc",
-    "date_part",
-    "datepart",
-    "date_diff",
-    "datediff",
-    "date_sub",
-    "datesub",
-    "date_add",
-    "strftime",
-    "strptime",
-    "make_date",
-    "make_timestamp",
-    "make_time",
-    "epoch",
-    "epoch_ms",
-    "epoch_us",
-    "to_timestamp",
-    "year",
-    "month",
-    "day",
-    "hour",
-    "minute",
-    "second",
-    "dayofweek",
-    "dayofmonth",
-    "dayofyear",
-    "week",
-    "weekofyear",
-    "quarter",
-    "last_day",
-    "monthname",
-    "dayname",
-    "age",
-    "to_days",
-    "to_hours",
-    "to_minutes",
-    "to_seconds",
-    "to_months",
-    "to_years",
+    "date", "date_trunc", "datetrunc", "date_part", "datepart", "date_diff", "datediff",
+    "date_sub", "datesub", "date_add", "strftime", "strptime", "make_date", "make_timestamp",
+    "make_time", "epoch", "epoch_ms", "epoch_us", "to_timestamp", "year", "month", "day",
+    "hour", "minute", "second", "dayofweek", "dayofmonth", "dayofyear", "week", "weekofyear",
+    "quarter", "last_day", "monthname", "dayname", "age", "to_days", "to_hours", "to_minutes",
+    "to_seconds", "to_months", "to_years",
     // window functions
-    "row_number",
-    "rank",
-    "dense_rank",
-    "percent_rank",
-    "cume_dist",
-    "ntile",
-    "lag",
-    "lead",
-    "first_value",
-    "last_value",
-    "nth_value",
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+    "first_value", "last_value", "nth_value",
 ];
 
 /// Validates a query (see the module documentation) without judging its table names.
@@ -504,6 +386,21 @@ impl Visitor for Checker {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<SqlError> {
+        if let Expr::Value(ValueWithSpan { value: Value::Placeholder(text), span }) = expr {
+            let ours = text
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= FIRST_PLACEHOLDER_PARAMETER);
+            if !ours {
+                return refuse(
+                    *span,
+                    format!(
+                        "parameter '{text}' is not allowed: use {{{{start_date}}}}, \
+                         {{{{end_date}}}} or {{{{customer.external_id}}}}"
+                    ),
+                );
+            }
+        }
         if let Expr::Function(function) = expr {
             let name = match function.name.0.as_slice() {
                 [part] => part.as_ident().map(|i| i.value.to_lowercase()),
@@ -529,26 +426,6 @@ impl Visitor for Checker {
             }
             if let FunctionArguments::Subquery(query) = &function.args {
                 return refuse(query.span(), "a subquery as function arguments is not allowed");
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_value(&mut self, value: &Value) -> ControlFlow<SqlError> {
-        if let Value::Placeholder(text) = value {
-            let ours = text
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n >= FIRST_PLACEHOLDER_PARAMETER);
-            if !ours {
-                return ControlFlow::Break(SqlError::at(
-                    1,
-                    1,
-                    format!(
-                        "parameter '{text}' is not allowed: use {{{{start_date}}}}, \
-                         {{{{end_date}}}} or {{{{customer.external_id}}}}"
-                    ),
-                ));
             }
         }
         ControlFlow::Continue(())

@@ -108,8 +108,6 @@ struct Writer {
     index: FingerprintMap<IndexEntry>,
     /// Each organization's next sequence (semantics 1.5: from 1, strictly increasing).
     next_sequence: HashMap<String, u64>,
-    /// Shared with readers; changed only here, under the writer lock.
-    slots: Arc<RwLock<SlotRegistry>>,
 }
 
 /// Events in DuckDB (`events.duckdb` in the data directory).
@@ -118,6 +116,8 @@ pub struct DuckEventStore {
     writer: Arc<Mutex<Writer>>,
     /// Batches waiting for the writer (see [`write_queued`]).
     queue: Arc<Mutex<Vec<Request>>>,
+    /// A connection for registering new property keys' slots, so that needs no writer.
+    registrar: Arc<Mutex<Connection>>,
     /// A second connection for reads, so queries do not wait behind appends.
     reader: Arc<Mutex<Connection>>,
     /// Which slot column holds each organization's property keys.
@@ -264,14 +264,11 @@ impl DuckEventStore {
         }
         drop(stmt);
         let reader = conn.try_clone().map_err(backend)?;
+        let registrar = conn.try_clone().map_err(backend)?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(Writer {
-                conn,
-                index,
-                next_sequence,
-                slots: slots.clone(),
-            })),
+            writer: Arc::new(Mutex::new(Writer { conn, index, next_sequence })),
             queue: Arc::default(),
+            registrar: Arc::new(Mutex::new(registrar)),
             reader: Arc::new(Mutex::new(reader)),
             slots,
             paths: Arc::default(),
@@ -379,24 +376,29 @@ fn load_slots(conn: &Connection) -> Result<SlotRegistry, StoreError> {
     Ok(registry)
 }
 
-/// Gives every new top-level key of the accepted events its place, stored before any row
-/// using it is written (see [`slots`], the invariant).
-fn register_keys(writer: &Writer, org: &str, events: &[Event]) -> Result<(), StoreError> {
-    // Every event of the batch, also those that will turn out duplicates: a slot too many is
-    // harmless, a row whose slot is not stored is not.
-    let accepted = || events.iter();
-    let known = read_lock(&writer.slots)?;
+/// Gives every new top-level key of a batch its place, stored (through the registrar
+/// connection, outside the writer lock) before the batch is queued, so before any row using it
+/// can be committed (see [`slots`], the invariant). Every event of the batch counts, also those
+/// that will turn out duplicates: a slot too many is harmless, a row whose slot is not stored
+/// is not.
+fn register_keys(
+    slots: &RwLock<SlotRegistry>,
+    registrar: &Mutex<Connection>,
+    org: &str,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let known = read_lock(slots)?;
     let fresh =
         |slots: Option<&slots::OrgSlots>, key: &str| slots.is_none_or(|s| s.get(key).is_none());
-    let any_new = accepted().any(|e| e.properties.keys().any(|k| fresh(known.org(org), k)));
+    let any_new = events.iter().any(|e| e.properties.keys().any(|k| fresh(known.org(org), k)));
     drop(known);
     if !any_new {
         return Ok(());
     }
-    let mut registry = write_lock(&writer.slots)?;
+    let mut registry = write_lock(slots)?;
     let mut org_slots = registry.org(org).cloned().unwrap_or_default();
     let mut added: Vec<(String, Option<i32>)> = Vec::new();
-    for event in accepted() {
+    for event in events {
         for key in event.properties.keys() {
             if let (place, true) = org_slots.assign(key) {
                 let slot = match place {
@@ -407,13 +409,40 @@ fn register_keys(writer: &Writer, org: &str, events: &[Event]) -> Result<(), Sto
             }
         }
     }
+    let conn = lock(registrar)?;
     let mut insert =
-        writer.conn.prepare("INSERT INTO property_slots VALUES (?, ?, ?)").map_err(backend)?;
+        conn.prepare("INSERT INTO property_slots VALUES (?, ?, ?)").map_err(backend)?;
     for (key, slot) in &added {
         insert.execute(duckdb::params![org, key, slot]).map_err(backend)?;
     }
     registry.orgs.insert(org.to_owned(), org_slots);
     Ok(())
+}
+
+/// What a row needs that does not depend on the writer: the properties' JSON text and the
+/// typed slot columns, computed before the batch is queued.
+struct PreparedRow {
+    properties: String,
+    typed: slots::TypedRow,
+}
+
+fn prepare_rows(
+    slots: &RwLock<SlotRegistry>,
+    org: &str,
+    events: &[Event],
+) -> Result<Vec<PreparedRow>, StoreError> {
+    let registry = read_lock(slots)?;
+    let no_slots = slots::OrgSlots::default();
+    let org_slots = registry.org(org).unwrap_or(&no_slots);
+    events
+        .iter()
+        .map(|event| {
+            Ok(PreparedRow {
+                properties: serde_json::to_string(&event.properties).map_err(backend)?,
+                typed: slots::typed_columns(org_slots, &event.properties),
+            })
+        })
+        .collect()
 }
 
 /// Where the first event of a conflicting key is.
@@ -428,6 +457,8 @@ struct Request {
     events: Vec<Event>,
     /// Fingerprint and content hash of each event, computed before queueing (outside the lock).
     keyed: Vec<(u128, u128)>,
+    /// Each event's row columns, computed before queueing (outside the lock).
+    rows: Vec<PreparedRow>,
     atomic: bool,
     reply: tokio::sync::oneshot::Sender<Result<Vec<EventOutcome>, StoreError>>,
 }
@@ -469,14 +500,11 @@ fn write_group(
     writer: &mut Writer,
     requests: &[Request],
 ) -> Result<Vec<Vec<EventOutcome>>, StoreError> {
-    for request in requests {
-        register_keys(writer, &request.org.to_string(), &request.events)?;
-    }
     writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
     let mut undo = Undo::default();
     let staged = requests
         .iter()
-        .map(|r| stage(writer, r.org, &r.events, &r.keyed, r.atomic, &mut undo))
+        .map(|r| stage(writer, r.org, &r.events, &r.keyed, &r.rows, r.atomic, &mut undo))
         .collect::<Result<Vec<_>, _>>();
     let committed = staged.and_then(|all| {
         writer.conn.execute_batch("COMMIT").map_err(backend)?;
@@ -503,6 +531,7 @@ fn stage(
     org: OrganizationId,
     events: &[Event],
     keyed: &[(u128, u128)],
+    prepared: &[PreparedRow],
     atomic: bool,
     undo: &mut Undo,
 ) -> Result<Vec<EventOutcome>, StoreError> {
@@ -567,18 +596,7 @@ fn stage(
         return Ok(outcomes);
     }
     let ingested_at = micros(&time::now());
-    let registry = read_lock(&writer.slots)?;
-    let no_slots = slots::OrgSlots::default();
-    append_rows(
-        &writer.conn,
-        &org_text,
-        registry.org(&org_text).unwrap_or(&no_slots),
-        events,
-        keyed,
-        &outcomes,
-        ingested_at,
-    )?;
-    drop(registry);
+    append_rows(&writer.conn, &org_text, events, keyed, prepared, &outcomes, ingested_at)?;
     // Known at once to the rest of the group; taken back if the commit fails.
     for (i, outcome) in outcomes.iter().enumerate() {
         if let EventOutcome::Accepted { sequence } = *outcome {
@@ -593,22 +611,17 @@ fn stage(
 fn append_rows(
     conn: &Connection,
     org: &str,
-    org_slots: &slots::OrgSlots,
     events: &[Event],
     keyed: &[(u128, u128)],
+    prepared: &[PreparedRow],
     outcomes: &[EventOutcome],
     ingested_at: i64,
 ) -> Result<(), StoreError> {
     let mut rows = rows::Rows::with_capacity(events.len()).map_err(backend)?;
-    // One buffer for every event's JSON text.
-    let mut json = Vec::new();
     for (i, outcome) in outcomes.iter().enumerate() {
         let EventOutcome::Accepted { sequence } = *outcome else { continue };
-        let event = &events[i];
-        json.clear();
-        serde_json::to_writer(&mut json, &event.properties).map_err(backend)?;
-        let properties = std::str::from_utf8(&json).map_err(backend)?;
-        rows.push(sequence, org, event, keyed[i], ingested_at, properties, org_slots);
+        let row = &prepared[i];
+        rows.push(sequence, org, &events[i], keyed[i], ingested_at, &row.properties, &row.typed);
     }
     let batch = rows.finish().map_err(backend)?;
     let mut appender = conn.appender("events").map_err(backend)?;
@@ -699,14 +712,19 @@ impl EventStore for DuckEventStore {
         atomic: bool,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let (writer, queue) = (self.writer.clone(), self.queue.clone());
+        let (slots, registrar) = (self.slots.clone(), self.registrar.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
         blocking(move || {
-            // Hashing is the costliest per-event work: done here, in parallel, not under the lock.
+            // The per-event work that does not need the writer is done here, in parallel:
+            // hashing, new keys' slots, the properties' JSON text and typed columns.
             let keyed = events
                 .iter()
                 .map(|e| (event_fingerprint(org, &e.customer, &e.transaction_id), content_hash(e)))
                 .collect();
-            lock(&queue)?.push(Request { org, events, keyed, atomic, reply });
+            let org_text = org.to_string();
+            register_keys(&slots, &registrar, &org_text, &events)?;
+            let rows = prepare_rows(&slots, &org_text, &events)?;
+            lock(&queue)?.push(Request { org, events, keyed, rows, atomic, reply });
             // Whoever holds the writer next writes everything queued, this request included
             // (unless an earlier holder already took it).
             write_queued(&mut *lock(&writer)?, &queue)

@@ -136,6 +136,9 @@ async fn the_events_table_is_scoped_to_organization_customer_and_period() {
         .await
         .unwrap();
     store.append(other_org, vec![e("a", "1", at(2, 1), "1000")], false).await.unwrap();
+    // A key differing only in case from another does not break the organization's queries.
+    let upper = event("c", "9", "llm", at(2, 1), json!({"Tokens": "5"}));
+    store.append(org, vec![upper], false).await.unwrap();
     let spec = sql_spec(
         "SELECT sum(CAST(properties.tokens AS DECIMAL(18, 4))) AS value FROM events \
          WHERE code = 'llm'",
@@ -153,6 +156,21 @@ async fn the_events_table_is_scoped_to_organization_customer_and_period() {
         .unwrap();
     assert_eq!(total(&results[0]), Some("12.5".parse().unwrap()));
     assert_eq!(total(&results[1]), Some(Decimal::from(100)));
+}
+
+#[tokio::test]
+async fn a_cte_name_used_out_of_its_scope_never_reaches_a_real_table() {
+    let store = DuckEventStore::open_in_memory().unwrap();
+    let org = OrganizationId::new();
+    // property_slots is a real table of the events database (one row per key seen).
+    let e = event("a", "1", "llm", at(2, 1), json!({"tokens": "1", "region": "eu"}));
+    store.append(org, vec![e], false).await.unwrap();
+    let spec = sql_spec(
+        "SELECT (SELECT count(*) FROM property_slots) AS value \
+         FROM (WITH property_slots AS (SELECT 1 AS one) SELECT one FROM property_slots) AS t",
+    );
+    let result = store.usage(org, "a", &spec, &period(at(1, 0), at(3, 0))).await.unwrap();
+    assert_eq!(total(&result), Some(Decimal::ZERO), "the empty stand-in, not the table's 2 rows");
 }
 
 #[tokio::test]

@@ -58,6 +58,12 @@ fn read_schema(value: &Value) -> Result<Schema, Vec<FieldError>> {
                             .into(),
                     ));
                 };
+                if fields.iter().any(|(f, _): &(String, FieldType)| f.eq_ignore_ascii_case(name)) {
+                    return Err(invalid(
+                        &["body", "dataschema", "data", name],
+                        "field names must differ in more than case".into(),
+                    ));
+                }
                 fields.push((name.clone(), t));
             }
         }

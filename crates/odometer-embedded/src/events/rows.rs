@@ -12,7 +12,7 @@ use duckdb::arrow::error::ArrowError;
 use duckdb::arrow::record_batch::RecordBatch;
 use odometer_core::event::Event;
 
-use super::slots::{typed_columns, OrgSlots, SLOTS};
+use super::slots::{TypedRow, SLOTS};
 
 /// The columns of rows being gathered.
 pub struct Rows {
@@ -70,7 +70,7 @@ impl Rows {
         (fingerprint, content): (u128, u128),
         ingested_at: i64,
         properties_json: &str,
-        slots: &OrgSlots,
+        typed: &TypedRow,
     ) {
         self.seq.append_value(sequence);
         self.org.append_value(org);
@@ -86,14 +86,13 @@ impl Rows {
         for (builder, half) in self.content.iter_mut().zip(halves(content)) {
             builder.append_value(half);
         }
-        let typed = typed_columns(slots, &event.properties);
         self.present.append_value(typed.present);
         self.wide.append_value(typed.wide);
         for (builder, text) in self.texts.iter_mut().zip(&typed.texts) {
             builder.append_option(text.as_deref());
         }
-        for (builder, number) in self.numbers.iter_mut().zip(typed.numbers) {
-            builder.append_option(number);
+        for (builder, number) in self.numbers.iter_mut().zip(&typed.numbers) {
+            builder.append_option(*number);
         }
     }
 

@@ -228,9 +228,13 @@ fn wrap(
     let properties = if columns.keys.is_empty() {
         "CAST(NULL AS VARCHAR)".to_owned()
     } else {
+        // DuckDB's member names are case-insensitive: of keys differing only in case, the
+        // first seen is the member.
+        let mut seen = BTreeSet::new();
         let members: Vec<String> = columns
             .keys
             .iter()
+            .filter(|(key, _)| seen.insert(key.to_lowercase()))
             .map(|(key, column)| format!("{} := {column}", quote_ident(key)))
             .collect();
         format!("struct_pack({})", members.join(", "))
@@ -527,6 +531,9 @@ pub(super) fn usage(
     spec: &MetricSpec,
     query: &UsageQuery,
 ) -> Result<Vec<UsageResult>, UsageQueryError> {
+    if customers.is_empty() {
+        return Ok(Vec::new());
+    }
     if let Some(key) = query.group_by.first() {
         return Err(UsageError::UnknownGroupKey { key: key.clone() }.into());
     }
