@@ -143,6 +143,17 @@ pub struct UsagePaths {
     pub pushdown_errors: u64,
 }
 
+impl Drop for Writer {
+    /// Folds the write-ahead log into the database file when the store closes, so the next
+    /// start does not replay it (the log may hold up to `checkpoint_threshold` of rows). After
+    /// a crash the log is replayed instead: nothing committed is lost either way.
+    fn drop(&mut self) {
+        if let Err(err) = self.conn.execute_batch("CHECKPOINT") {
+            tracing::warn!(%err, "checkpoint on close failed; the next start replays the log");
+        }
+    }
+}
+
 impl std::fmt::Debug for DuckEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DuckEventStore").finish_non_exhaustive()
