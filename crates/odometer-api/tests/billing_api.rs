@@ -3,13 +3,10 @@
 //! `as_of` after metric updates and late events, and charge filters with every charge model.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod support;
 
-use odometer_api::AppState;
 use odometer_core::OrganizationId;
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
-use odometer_store::tenants::create_organization;
-use odometer_store::{Catalog, EventStore};
+use odometer_store::Catalog;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -17,32 +14,24 @@ struct TestApp {
     base: String,
     http: reqwest::Client,
     key: String,
-    _dir: tempfile::TempDir,
+    _stores: support::Stores,
 }
 
 /// A fresh server whose organization accepts event timestamps up to ten years ahead, so the
 /// tests can place events in fixed periods of the future and ask about them with `as_of`.
 async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).await.unwrap());
-    let created = create_organization(catalog.as_ref(), "acme").await.unwrap();
+    let stores = support::Stores::new().await;
+    let created = stores.organization("acme").await;
     let org: OrganizationId = created.organization.id;
     let mut settings = created.organization.settings.clone();
     settings.future_timestamp_tolerance_seconds = 10 * 366 * 24 * 3600;
-    catalog.update_organization_settings(org, &settings).await.unwrap();
-    let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
-    let state = AppState {
-        catalog: catalog.clone() as Arc<dyn Catalog>,
-        events: events as Arc<dyn EventStore>,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, odometer_api::app(state)).await });
+    stores.catalog.update_organization_settings(org, &settings).await.unwrap();
+    let addr = support::serve(odometer_api::app(stores.state())).await;
     TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         key: created.secret,
-        _dir: dir,
+        _stores: stores,
     }
 }
 

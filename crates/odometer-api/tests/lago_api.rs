@@ -4,14 +4,12 @@
 //! the rest with `lago-python-client` itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use axum::Router;
 use odometer_api::lago::rate_limit::RateLimiter;
-use odometer_api::AppState;
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
-use odometer_store::tenants::create_organization;
-use odometer_store::{Catalog, EventStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -20,31 +18,25 @@ struct TestApp {
     http: reqwest::Client,
     key: String,
     other_key: String,
-    _dir: tempfile::TempDir,
+    _stores: support::Stores,
 }
 
 /// A fresh store and a server with only the Lago dialect, limited to `capacity` requests at
 /// once per key (refilled at one per thousand seconds, so nothing refills during a test).
 async fn spawn_lago(capacity: u64) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).await.unwrap());
-    let a = create_organization(catalog.as_ref(), "acme").await.unwrap();
-    let b = create_organization(catalog.as_ref(), "globex").await.unwrap();
-    let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
-    let state =
-        AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
+    let stores = support::Stores::new().await;
+    let (a, b) = (stores.organization("acme").await, stores.organization("globex").await);
     let limiter = Arc::new(RateLimiter::new(capacity, 0.001));
-    let app =
-        Router::new().nest("/lago", odometer_api::lago::router_with(limiter)).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = Router::new()
+        .nest("/lago", odometer_api::lago::router_with(limiter))
+        .with_state(stores.state());
+    let addr = support::serve(app).await;
     TestApp {
         base: format!("http://{addr}/lago/api/v1"),
         http: reqwest::Client::new(),
         key: a.secret,
         other_key: b.secret,
-        _dir: dir,
+        _stores: stores,
     }
 }
 

@@ -4,12 +4,8 @@
 //! SDK-driven suite is `tests/clients/meteroid/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod support;
 
-use odometer_api::AppState;
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
-use odometer_store::tenants::create_organization;
-use odometer_store::{Catalog, EventStore};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -18,26 +14,19 @@ struct TestApp {
     http: reqwest::Client,
     key: String,
     other_key: String,
-    _dir: tempfile::TempDir,
+    _stores: support::Stores,
 }
 
 async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).await.unwrap());
-    let a = create_organization(catalog.as_ref(), "acme").await.unwrap();
-    let b = create_organization(catalog.as_ref(), "globex").await.unwrap();
-    let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
-    let state =
-        AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, odometer_api::app(state)).await });
+    let stores = support::Stores::new().await;
+    let (a, b) = (stores.organization("acme").await, stores.organization("globex").await);
+    let addr = support::serve(odometer_api::app(stores.state())).await;
     TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         key: a.secret,
         other_key: b.secret,
-        _dir: dir,
+        _stores: stores,
     }
 }
 

@@ -3,13 +3,13 @@
 //! authentication and tenant isolation, and the error envelope for malformed requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 
-use odometer_api::AppState;
 use odometer_core::{MetricId, OrganizationId};
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
-use odometer_store::tenants::create_organization;
-use odometer_store::{Catalog, EventStore};
+use odometer_embedded::SqliteCatalog;
+use odometer_store::Catalog;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -21,32 +21,23 @@ struct TestApp {
     org: OrganizationId,
     other_key: String,
     other_org: OrganizationId,
-    _dir: tempfile::TempDir,
+    _stores: support::Stores,
 }
 
 /// A fresh store and server on a free port, with two organizations.
 async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).await.unwrap());
-    let a = create_organization(catalog.as_ref(), "acme").await.unwrap();
-    let b = create_organization(catalog.as_ref(), "globex").await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let events = Arc::new(DuckEventStore::open(&dir.path().join("events.duckdb")).await.unwrap());
-    let state = AppState {
-        catalog: catalog.clone() as Arc<dyn Catalog>,
-        events: events as Arc<dyn EventStore>,
-    };
-    tokio::spawn(async move { axum::serve(listener, odometer_api::app(state)).await });
+    let stores = support::Stores::new().await;
+    let (a, b) = (stores.organization("acme").await, stores.organization("globex").await);
+    let addr = support::serve(odometer_api::app(stores.state())).await;
     TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
-        catalog,
+        catalog: stores.catalog.clone(),
         key: a.secret,
         org: a.organization.id,
         other_key: b.secret,
         other_org: b.organization.id,
-        _dir: dir,
+        _stores: stores,
     }
 }
 
