@@ -15,8 +15,11 @@
 //! Validation guarantees the query names no other table (and no schema), so it cannot see
 //! another organization, another customer, another period or any other table; the empty
 //! CTEs make a query's own CTE name resolve to nothing, never to a real table, when it is used
-//! out of its scope. Placeholders are parameters `$5...`. Each run has a time limit
-//! ([`set_sql_time_limit`]): a timer thread interrupts the connection.
+//! out of its scope. Placeholders are parameters `$5...`. The statement runs in a sandbox: a
+//! fresh in-memory DuckDB holding only the customer's rows of the period, with its own memory
+//! limit (256 MB) and one thread, so each query's memory is bounded and the store's database is
+//! never queried by user SQL. Each run has a time limit ([`set_sql_time_limit`]): a timer
+//! thread interrupts the sandbox's connection.
 //!
 //! [`reference_usage`] answers the same question over a fresh in-memory DuckDB holding exactly
 //! the customer's events (with its own memory limit): the oracle the scoped path is checked
@@ -68,8 +71,9 @@ const DEFAULT_TIME_LIMIT_MS: u64 = 10_000;
 
 static TIME_LIMIT_MS: AtomicU64 = AtomicU64::new(DEFAULT_TIME_LIMIT_MS);
 
-/// Memory limit of the reference path's own DuckDB.
-const REFERENCE_MEMORY_LIMIT: &str = "256MB";
+/// Memory limit of the DuckDB each SQL metric query runs in (per query, see [`sandbox`]), and
+/// of the reference path's.
+const SANDBOX_MEMORY_LIMIT: &str = "256MB";
 
 /// Sets the time limit of every SQL metric run in this process (10 s by default).
 pub fn set_sql_time_limit(limit: Duration) {
@@ -541,17 +545,60 @@ pub(super) fn usage(
     let tables = usage_tables(conn, org)?;
     let sql = validated(spec, &tables)?;
     let statement = wrap(&sql, &Columns::of_slots(slots), &tables, query.as_of);
-    prepare_connection(conn)?;
+    let period = (cuts.first().map_or(query.from, |c| c.0), cuts.last().map_or(query.to, |c| c.1));
     let mut results = Vec::with_capacity(customers.len());
     for customer in customers {
+        let sandbox = sandbox(conn, org, customer, period)?;
         let mut windows = Vec::with_capacity(cuts.len());
         for &cut in &cuts {
-            let answer = run_once(conn, &statement, &sql, org, customer, cut, query.group_limit)?;
+            let answer =
+                run_once(&sandbox, &statement, &sql, org, customer, cut, query.group_limit)?;
             windows.push(window_usage(spec, &answer, cut)?);
         }
         results.push(UsageResult { windows });
     }
     Ok(results)
+}
+
+/// A fresh in-memory DuckDB holding one customer's rows of `main.events` for the period (the
+/// columns the wrapped statement reads), with its own memory limit and one thread: the query
+/// runs there, so its memory is bounded per query and it never touches the store's database.
+/// The wrapped statement reads `main.events` exactly as on the store's database, so scoping
+/// stays in force inside the sandbox too.
+fn sandbox(
+    conn: &Connection,
+    org: &str,
+    customer: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Connection, UsageQueryError> {
+    let slots: Vec<String> = (0..super::slots::SLOTS).map(|i| format!("s{i}")).collect();
+    let columns =
+        format!("org, customer, transaction_id, code, ts, ingested_at, {}", slots.join(", "));
+    let sandbox = Connection::open_in_memory().map_err(backend)?;
+    sandbox
+        .execute_batch(&format!(
+            "SET memory_limit = '{SANDBOX_MEMORY_LIMIT}'; SET threads = 1; SET temp_directory = ''; \
+             CREATE TABLE events (org VARCHAR, customer VARCHAR, transaction_id VARCHAR, \
+             code VARCHAR, ts BIGINT, ingested_at BIGINT, {});",
+            slots.iter().map(|s| format!("{s} VARCHAR")).collect::<Vec<_>>().join(", ")
+        ))
+        .map_err(backend)?;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {columns} FROM events WHERE org = ? AND customer = ? AND ts >= ? AND ts < ?"
+        ))
+        .map_err(backend)?;
+    let batches = stmt
+        .query_arrow(duckdb::params![org, customer, from.timestamp_micros(), to.timestamp_micros()])
+        .map_err(backend)?;
+    let mut appender = sandbox.appender("events").map_err(backend)?;
+    for batch in batches {
+        appender.append_record_batch(batch).map_err(backend)?;
+    }
+    appender.flush().map_err(backend)?;
+    drop(appender);
+    prepare_connection(&sandbox)?;
+    Ok(sandbox)
 }
 
 /// The reference answer for one customer: the same query over a fresh in-memory DuckDB that
@@ -572,8 +619,10 @@ pub fn reference_usage(
     let cuts = windows(query.from, query.to, query.window, query.timezone)?;
     let sql = validated(spec, tables)?;
     let conn = Connection::open_in_memory().map_err(backend)?;
-    conn.execute_batch(&format!("SET memory_limit = '{REFERENCE_MEMORY_LIMIT}'; SET threads = 1;"))
-        .map_err(backend)?;
+    conn.execute_batch(&format!(
+        "SET memory_limit = '{SANDBOX_MEMORY_LIMIT}'; SET threads = 1; SET temp_directory = '';"
+    ))
+    .map_err(backend)?;
     let columns = Columns {
         keys: keys.iter().enumerate().map(|(i, k)| (k.clone(), format!("p{i}"))).collect(),
     };
