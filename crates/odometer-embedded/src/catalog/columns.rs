@@ -112,6 +112,22 @@ pub(crate) fn page_size(limit: u32) -> usize {
     limit.clamp(1, MAX_PAGE) as usize
 }
 
+/// A page from `limit + 1` rows read in id order: the extra row, when there is one, only says
+/// that a next page exists, whose cursor is the last kept item's id.
+pub(crate) fn page_of<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    id_of: impl Fn(&T) -> String,
+) -> odometer_store::Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(id_of)
+    } else {
+        None
+    };
+    odometer_store::Page { items, next_cursor }
+}
+
 /// Fails with `organization_not_found` unless the organization exists, so that a write for an
 /// unknown one is a clear error rather than a foreign key violation.
 pub(crate) fn ensure_organization(conn: &Connection, org: OrganizationId) -> Result<()> {

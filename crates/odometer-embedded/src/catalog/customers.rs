@@ -9,8 +9,8 @@ use odometer_core::{time, Customer, CustomerId, CustomerSpec, OrganizationId};
 use odometer_store::{CustomerListParams, Entity, Page, StoreError};
 
 use super::columns::{
-    ensure_organization, fold, from_json, instant, is_unique_violation, like_pattern, page_size,
-    parse_id, parse_instant, to_json, Failure, Result,
+    ensure_organization, fold, from_json, instant, is_unique_violation, like_pattern, page_of,
+    page_size, parse_id, parse_instant, to_json, Failure, Result,
 };
 
 const CUSTOMER_COLUMNS: &str = "id, organization_id, spec, created_at, updated_at";
@@ -154,14 +154,8 @@ pub(crate) fn list(
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), CustomerRow::read)?;
-    let mut items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|c| c.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
+    Ok(page_of(items, limit, |c| c.id.to_string()))
 }
 
 pub(crate) fn update(

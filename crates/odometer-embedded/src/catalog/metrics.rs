@@ -12,8 +12,8 @@ use odometer_store::{
 
 use super::columns::{
     corrupt, ensure_organization, fold, from_json, instant, is_unique_violation, like_pattern,
-    optional_instant, page_size, parse_id, parse_instant, parse_optional_instant, to_json, Failure,
-    Result,
+    optional_instant, page_of, page_size, parse_id, parse_instant, parse_optional_instant, to_json,
+    Failure, Result,
 };
 
 const METRIC_COLUMNS: &str =
@@ -197,14 +197,8 @@ pub(crate) fn list(
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), MetricRow::read)?;
-    let mut items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|m| m.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
+    Ok(page_of(items, limit, |m| m.id.to_string()))
 }
 
 pub(crate) fn reading_event_code(

@@ -10,8 +10,8 @@ use odometer_core::{time, MetricId, OrganizationId, Plan, PlanId, PlanSpec};
 use odometer_store::{Entity, Page, PlanListParams, StoreError};
 
 use super::columns::{
-    ensure_organization, fold, from_json, instant, is_unique_violation, like_pattern, page_size,
-    parse_id, parse_instant, parse_optional_instant, to_json, Failure, Result,
+    ensure_organization, fold, from_json, instant, is_unique_violation, like_pattern, page_of,
+    page_size, parse_id, parse_instant, parse_optional_instant, to_json, Failure, Result,
 };
 
 const PLAN_COLUMNS: &str = "id, organization_id, spec, created_at, updated_at, deleted_at";
@@ -204,14 +204,8 @@ pub(crate) fn list(
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), PlanRow::read)?;
-    let mut items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|p| p.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.map(|row| row?.decode()).collect::<Result<Vec<_>>>()?;
+    Ok(page_of(items, limit, |p| p.id.to_string()))
 }
 
 pub(crate) fn update(

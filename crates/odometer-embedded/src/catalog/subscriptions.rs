@@ -15,8 +15,8 @@ use odometer_core::{
 use odometer_store::{Entity, Page, StoreError, SubscriptionListParams, SubscriptionUpdate};
 
 use super::columns::{
-    corrupt, ensure_organization, instant, is_unique_violation, optional_instant, page_size,
-    parse_id, parse_instant, parse_optional_instant, Failure, Result,
+    corrupt, ensure_organization, instant, is_unique_violation, optional_instant, page_of,
+    page_size, parse_id, parse_instant, parse_optional_instant, Failure, Result,
 };
 
 /// The columns of a subscription with its customer's external id, from `subscriptions s JOIN
@@ -220,14 +220,8 @@ pub(crate) fn list(
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), SubscriptionRow::read)?;
-    let mut items = rows.map(|row| row?.decode(now)).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|s| s.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.map(|row| row?.decode(now)).collect::<Result<Vec<_>>>()?;
+    Ok(page_of(items, limit, |s| s.id.to_string()))
 }
 
 pub(crate) fn update(
