@@ -96,12 +96,7 @@ pub fn parse_customer_spec(value: &Value) -> Result<CustomerSpec, Problems> {
     let Some(mut reader) = ObjectReader::new("", value, &mut problems) else {
         return Err(problems);
     };
-    for member in ["id", "created_at", "updated_at", "organization_id"] {
-        if reader.has(member) {
-            reader.get(member);
-            problems.push(member, "read_only", "is set by odometer and cannot be written");
-        }
-    }
+    reader.refuse_read_only(&["id", "created_at", "updated_at", "organization_id"], &mut problems);
     let external_id = reader.required_string("external_id", MAX_EXTERNAL_ID_CHARS, &mut problems);
     let name = reader.optional_string("name", MAX_NAME_CHARS, &mut problems);
     let email = reader.optional_string("email", MAX_EMAIL_CHARS, &mut problems);

@@ -58,6 +58,21 @@ impl<'a> ObjectReader<'a> {
         }
     }
 
+    /// Reports each of `members` that is present (even as null) as `read_only`: what the
+    /// server assigns cannot be written.
+    pub fn refuse_read_only(&mut self, members: &[&'a str], problems: &mut Problems) {
+        for &member in members {
+            if self.has(member) {
+                self.get(member);
+                problems.push(
+                    self.path(member),
+                    "read_only",
+                    "is set by odometer and cannot be written",
+                );
+            }
+        }
+    }
+
     /// Whether the member is present at all (even as null).
     pub fn has(&self, key: &str) -> bool {
         self.map.contains_key(key)

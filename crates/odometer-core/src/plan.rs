@@ -260,12 +260,7 @@ pub fn parse_plan_input(value: &Value) -> Result<PlanInput, Problems> {
     let Some(mut reader) = ObjectReader::new("", value, &mut problems) else {
         return Err(problems);
     };
-    for member in READ_ONLY_MEMBERS {
-        if reader.has(member) {
-            reader.get(member);
-            problems.push(member, "read_only", "is set by odometer and cannot be written");
-        }
-    }
+    reader.refuse_read_only(&READ_ONLY_MEMBERS, &mut problems);
     let code = reader.required_string("code", MAX_CODE_CHARS, &mut problems);
     if let Some(code) = &code {
         check_code(code, &mut problems);

@@ -265,12 +265,7 @@ pub fn parse_subscription_input(value: &Value) -> Result<SubscriptionInput, Prob
     let Some(mut reader) = ObjectReader::new("", value, &mut problems) else {
         return Err(problems);
     };
-    for member in READ_ONLY_MEMBERS {
-        if reader.has(member) {
-            reader.get(member);
-            problems.push(member, "read_only", "is set by odometer and cannot be written");
-        }
-    }
+    reader.refuse_read_only(&READ_ONLY_MEMBERS, &mut problems);
     let external_id = reader.required_string("external_id", MAX_EXTERNAL_ID_CHARS, &mut problems);
     let customer = reader.required_string("customer", MAX_EXTERNAL_ID_CHARS, &mut problems);
     let plan = reader.required_string("plan", MAX_REF_CHARS, &mut problems);
