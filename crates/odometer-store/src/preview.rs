@@ -1,6 +1,8 @@
 //! Previewing a metric update (semantics 6.4): the proposed definition evaluated over a period
 //! for all or some customers, beside the current one, without saving anything.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -180,52 +182,73 @@ async fn price_rows(
     if plans.is_empty() {
         return Ok(());
     }
+    // Each plan's active subscriptions, once, by customer.
     let now = odometer_core::time::now();
-    for row in rows.iter_mut() {
-        for plan in &plans {
-            let params = SubscriptionListParams {
-                customer: Some(row.customer.clone()),
-                plan_id: Some(plan.id),
-                status: Some(SubscriptionStatus::Active),
-                limit: 1000,
-                cursor: None,
-            };
-            let subscriptions = catalog.list_subscriptions(org, &params).await?.items;
-            for subscription in
-                subscriptions.iter().filter(|s| s.status_at(now) == SubscriptionStatus::Active)
-            {
-                let mut amounts = [Decimal::ZERO, Decimal::ZERO];
-                for (i, spec) in [&metric.spec, proposed].into_iter().enumerate() {
-                    let since = (!spec.aggregation.recurring).then_some(request.from);
-                    let stored = events
-                        .customer_events(org, &row.customer, &spec.event_code, since, request.to)
-                        .await?;
-                    for charge in plan.spec.charges.iter().filter(|c| c.metric_id == metric.id) {
-                        let usage = charge_usage(
-                            spec,
-                            &charge.pricing,
-                            &charge.pricing_group_keys,
-                            &stored,
-                            request.from,
-                            request.to,
-                            None,
-                            plan.spec.precision(),
-                        )
-                        .map_err(|e| PreviewError::Pricing(e.code(), e.to_string()))?;
-                        amounts[i] = amounts[i]
-                            .checked_add(usage.amount)
-                            .ok_or(PreviewError::Pricing("overflow", "amount overflow".into()))?;
-                    }
+    let mut subscribed: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    for (p, plan) in plans.iter().enumerate() {
+        let mut params = SubscriptionListParams {
+            customer: None,
+            plan_id: Some(plan.id),
+            status: Some(SubscriptionStatus::Active),
+            limit: 1000,
+            cursor: None,
+        };
+        loop {
+            let page = catalog.list_subscriptions(org, &params).await?;
+            for subscription in page.items {
+                if subscription.status_at(now) == SubscriptionStatus::Active {
+                    let spec = subscription.spec;
+                    subscribed.entry(spec.customer).or_default().push((p, spec.external_id));
                 }
-                row.amounts.push(AmountPreview {
-                    subscription: subscription.spec.external_id.clone(),
-                    plan_code: plan.spec.code.clone(),
-                    currency: plan.spec.currency.clone(),
-                    current: amounts[0],
-                    proposed: amounts[1],
-                    difference: amounts[1] - amounts[0],
-                });
             }
+            match page.next_cursor {
+                Some(next) => params.cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    let specs = [&metric.spec, proposed];
+    for row in rows.iter_mut() {
+        let Some(subscriptions) = subscribed.get(&row.customer) else { continue };
+        // The customer's events under each definition, read once.
+        let mut stored = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let since = (!spec.aggregation.recurring).then_some(request.from);
+            stored.push(
+                events
+                    .customer_events(org, &row.customer, &spec.event_code, since, request.to)
+                    .await?,
+            );
+        }
+        for (p, external_id) in subscriptions {
+            let plan = &plans[*p];
+            let mut amounts = [Decimal::ZERO, Decimal::ZERO];
+            for (i, spec) in specs.into_iter().enumerate() {
+                for charge in plan.spec.charges.iter().filter(|c| c.metric_id == metric.id) {
+                    let usage = charge_usage(
+                        spec,
+                        &charge.pricing,
+                        &charge.pricing_group_keys,
+                        &stored[i],
+                        request.from,
+                        request.to,
+                        None,
+                        plan.spec.precision(),
+                    )
+                    .map_err(|e| PreviewError::Pricing(e.code(), e.to_string()))?;
+                    amounts[i] = amounts[i]
+                        .checked_add(usage.amount)
+                        .ok_or(PreviewError::Pricing("overflow", "amount overflow".into()))?;
+                }
+            }
+            row.amounts.push(AmountPreview {
+                subscription: external_id.clone(),
+                plan_code: plan.spec.code.clone(),
+                currency: plan.spec.currency.clone(),
+                current: amounts[0],
+                proposed: amounts[1],
+                difference: amounts[1] - amounts[0],
+            });
         }
     }
     Ok(())
