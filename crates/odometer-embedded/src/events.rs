@@ -675,8 +675,6 @@ fn read_events(
     Ok(out)
 }
 
-/// The events a usage query needs: the customer's events of the metric's code that happened
-/// before the period's end (from its start only when nothing carries over), ingested by `as_of`.
 /// The events a usage query needs, for several customers at once (one scan), grouped by
 /// customer: their events of the metric's code that happened before the period's end (from its
 /// start only when nothing carries over), ingested by `as_of`, in sequence order.
