@@ -91,7 +91,7 @@
 
 mod aggregate;
 mod finalize;
-mod reading;
+pub(crate) mod reading;
 mod windows;
 
 use std::collections::BTreeMap;

@@ -20,6 +20,7 @@ pub mod sql_metric;
 pub mod subscription;
 pub mod time;
 pub mod usage;
+pub mod usage_index;
 
 pub use customer::{Customer, CustomerSpec, Organization, OrganizationSettings};
 pub use id::{ApiKeyId, CustomerId, MetricId, OrganizationId};

@@ -35,7 +35,7 @@ fn decimal_text(d: Decimal) -> String {
 
 /// What an event contributes to its aggregation.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Reading {
+pub(crate) enum Reading {
     /// `count` reads no value: the event itself counts.
     Counted,
     /// The per-event value of `sum`, `min`, `max`, `mean`, `latest` and `weighted_sum`.
@@ -48,14 +48,14 @@ pub(super) enum Reading {
 
 /// A `unique_count` operation (property `operation_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Operation {
+pub(crate) enum Operation {
     Add,
     Remove,
 }
 
 /// A counted event as the windows need it.
 #[derive(Debug, Clone)]
-pub(super) struct PreparedEvent {
+pub(crate) struct PreparedEvent {
     pub timestamp: DateTime<Utc>,
     pub sequence: u64,
     /// `None` when the segmentation drops the event (`unmatched: drop`).
@@ -64,10 +64,11 @@ pub(super) struct PreparedEvent {
 }
 
 /// Where a value-reading aggregation takes its per-event value from.
-enum ValueSource<'a> {
+#[derive(Debug, Clone)]
+enum ValueSource {
     /// `count` (and `custom_sql`) read nothing.
     Nothing,
-    Field(&'a str),
+    Field(String),
     Expression(Expression),
     /// The expression no longer parses, or the metric names neither field nor expression:
     /// every event is skipped rather than the query failing.
@@ -77,64 +78,69 @@ enum ValueSource<'a> {
 /// A dimension's listed values as (canonical text, listed spelling).
 type Listed = Vec<(String, String)>;
 
-/// The segmentation with its listed values in canonical form, computed once per query.
-enum Matrix<'a> {
+/// The segmentation with its listed values in canonical form, computed once per reader.
+#[derive(Debug, Clone)]
+enum Matrix {
     None,
     Single {
-        key: &'a str,
+        key: String,
         values: Listed,
         unmatched: Unmatched,
     },
     Double {
-        key1: &'a str,
+        key1: String,
         values1: Listed,
-        key2: &'a str,
+        key2: String,
         values2: Listed,
         unmatched: Unmatched,
     },
     Linked {
-        key1: &'a str,
-        key2: &'a str,
+        key1: String,
+        key2: String,
         pairs: Vec<(String, String, Listed)>,
         unmatched: Unmatched,
     },
 }
 
 /// A filter with its values in canonical form.
-struct CompiledFilter<'a> {
-    property: &'a str,
+#[derive(Debug, Clone)]
+struct CompiledFilter {
+    property: String,
     op: FilterOp,
     values: Vec<String>,
 }
 
-/// Reads events for one metric and one query's `group_by` keys.
-pub(super) struct EventReader<'a> {
+/// Reads events for one metric definition and a list of its `group_by` keys: which events
+/// count, their group, and what each contributes. It owns what it compiled from the
+/// definition, so a precomputed state (`crate::usage_index`) keeps one for its lifetime.
+#[derive(Debug, Clone)]
+pub(crate) struct EventReader {
     kind: AggregationType,
-    event_code: &'a str,
-    filters: Vec<CompiledFilter<'a>>,
-    matrix: Matrix<'a>,
-    group_by: &'a [String],
-    source: ValueSource<'a>,
+    event_code: String,
+    filters: Vec<CompiledFilter>,
+    matrix: Matrix,
+    group_by: Vec<String>,
+    source: ValueSource,
 }
 
-impl<'a> EventReader<'a> {
-    pub fn new(spec: &'a MetricSpec, group_by: &'a [String]) -> Self {
+impl EventReader {
+    pub fn new(spec: &MetricSpec, group_by: &[String]) -> Self {
         let aggregation = &spec.aggregation;
         let source = if !aggregation.kind.reads_value() {
             ValueSource::Nothing
         } else if let Some(source) = &aggregation.expression {
             Expression::parse(source).map_or(ValueSource::Unusable, ValueSource::Expression)
         } else if let Some(field) = &aggregation.field {
-            ValueSource::Field(field)
+            ValueSource::Field(field.clone())
         } else {
             ValueSource::Unusable
         };
         EventReader {
             kind: aggregation.kind,
-            event_code: &spec.event_code,
+            event_code: spec.event_code.clone(),
             filters: spec.filters.iter().map(compile_filter).collect(),
             matrix: compile_matrix(spec.segmentation.as_ref()),
-            group_by,
+            group_by: group_by.to_vec(),
             source,
         }
     }
@@ -258,23 +264,23 @@ fn canonical_list(values: &[String]) -> Listed {
     values.iter().map(|v| (canonical_text(v), v.clone())).collect()
 }
 
-fn compile_matrix(segmentation: Option<&Segmentation>) -> Matrix<'_> {
+fn compile_matrix(segmentation: Option<&Segmentation>) -> Matrix {
     match segmentation {
         None => Matrix::None,
         Some(Segmentation::Single { key, values, unmatched }) => {
-            Matrix::Single { key, values: canonical_list(values), unmatched: *unmatched }
+            Matrix::Single { key: key.clone(), values: canonical_list(values), unmatched: *unmatched }
         }
         Some(Segmentation::Double { dimension1, dimension2, unmatched }) => Matrix::Double {
-            key1: &dimension1.key,
+            key1: dimension1.key.clone(),
             values1: canonical_list(&dimension1.values),
-            key2: &dimension2.key,
+            key2: dimension2.key.clone(),
             values2: canonical_list(&dimension2.values),
             unmatched: *unmatched,
         },
         Some(Segmentation::Linked { dimension1_key, dimension2_key, values, unmatched }) => {
             Matrix::Linked {
-                key1: dimension1_key,
-                key2: dimension2_key,
+                key1: dimension1_key.clone(),
+                key2: dimension2_key.clone(),
                 pairs: values
                     .iter()
                     .map(|(first, seconds)| {
@@ -287,17 +293,17 @@ fn compile_matrix(segmentation: Option<&Segmentation>) -> Matrix<'_> {
     }
 }
 
-fn compile_filter(filter: &Filter) -> CompiledFilter<'_> {
+fn compile_filter(filter: &Filter) -> CompiledFilter {
     CompiledFilter {
-        property: &filter.property,
+        property: filter.property.clone(),
         op: filter.op,
         values: filter.values.iter().filter_map(canonical_value).collect(),
     }
 }
 
-impl CompiledFilter<'_> {
+impl CompiledFilter {
     fn passes(&self, event: &Event) -> bool {
-        let found = event.property(self.property);
+        let found = event.property(&self.property);
         let equals_a_value =
             || found.and_then(canonical_value).is_some_and(|v| self.values.contains(&v));
         match self.op {
