@@ -25,6 +25,24 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
 }
 
+impl AppState {
+    /// Tells the event store's usage index the organization's current metric definitions,
+    /// after a metric was created, changed or deleted. A failure is logged, not returned: the
+    /// change itself is saved, and until the index has the new definition its questions are
+    /// answered from the events.
+    pub async fn metrics_changed(&self, org: odometer_core::OrganizationId) {
+        let synced = odometer_store::usage_index::sync_organization(
+            self.catalog.as_ref(),
+            self.events.as_ref(),
+            org,
+        )
+        .await;
+        if let Err(err) = synced {
+            tracing::warn!(%err, %org, "cannot give the usage index the new metric definitions");
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()

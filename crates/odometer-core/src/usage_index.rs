@@ -30,6 +30,7 @@
 //! - `weighted_sum`: the sum of the changes and their moment `Σ change × (t - bucket start)`,
 //!   from which the integral over any window of whole buckets follows exactly:
 //!   `∫ level = L0 × (b - a) + Σ change × (b - t)`.
+//!
 //! Events outside the segmentation under `unmatched: drop` are counted in a cell of their own
 //! (they only feed `events_excluded`).
 //!
@@ -310,7 +311,9 @@ impl DefinitionState {
         let customer = stored.event.customer.as_str();
         let cells = match self.customers.get_mut(customer) {
             Some(cells) => cells,
-            None => self.customers.entry(customer.into()).or_insert_with(|| CustomerCells::new(kind)),
+            None => {
+                self.customers.entry(customer.into()).or_insert_with(|| CustomerCells::new(kind))
+            }
         };
         if let Reading::Distinct(_, Operation::Remove) = prepared.reading {
             cells.note_removal();

@@ -64,8 +64,14 @@ fn pools() -> Vec<(&'static str, Vec<Option<Value>>)> {
         ),
         ("region", vec![Some(json!("eu")), Some(json!("us")), Some(json!(1)), None]),
         ("tier", vec![Some(json!("free")), Some(json!("pro")), None]),
-        ("user", vec![Some(json!("u1")), Some(json!("u2")), Some(json!(1)), Some(json!("1.0")), None]),
-        ("operation_type", vec![None, None, None, None, None, Some(json!("add")), Some(json!("remove"))]),
+        (
+            "user",
+            vec![Some(json!("u1")), Some(json!("u2")), Some(json!(1)), Some(json!("1.0")), None],
+        ),
+        (
+            "operation_type",
+            vec![None, None, None, None, None, Some(json!("add")), Some(json!("remove"))],
+        ),
         ("project", vec![Some(json!("p1")), Some(json!("p2")), None]),
         ("env", vec![Some(json!("prod")), Some(json!(1)), None]),
     ]
@@ -121,9 +127,7 @@ fn stored(seeds: &[Seed], start: DateTime<Utc>) -> Vec<StoredEvent> {
                 transaction_id: format!("tx{i}"),
                 code: CODES[s.code].to_owned(),
                 customer: CUSTOMERS[s.customer].to_owned(),
-                timestamp: start
-                    + TimeDelta::minutes(s.minute)
-                    + TimeDelta::microseconds(s.micros),
+                timestamp: start + TimeDelta::minutes(s.minute) + TimeDelta::microseconds(s.micros),
                 properties,
             };
             (i + s.late, event)
@@ -248,23 +252,38 @@ fn query() -> impl Strategy<Value = Query> {
         prop::bool::weighted(0.1),
         prop::option::weighted(0.2, any::<usize>()),
     )
-        .prop_map(|(from_minutes, from_micros, length_minutes, window, zone, group_mask, small_limit, as_of)| Query {
-            // Aligned starts are common: whole hours, or any quarter hour.
-            from_minutes: if from_micros == 0 { from_minutes - from_minutes % 15 } else { from_minutes },
-            from_micros,
-            // Minute windows only over short periods (a long period of them is events work);
-            // aligned periods end on the grid too.
-            length_minutes: match (window, from_micros) {
-                (WindowSize::Minute, _) => length_minutes.min(90),
-                (_, 0) => (length_minutes - length_minutes % 15).max(15),
-                _ => length_minutes,
+        .prop_map(
+            |(
+                from_minutes,
+                from_micros,
+                length_minutes,
+                window,
+                zone,
+                group_mask,
+                small_limit,
+                as_of,
+            )| Query {
+                // Aligned starts are common: whole hours, or any quarter hour.
+                from_minutes: if from_micros == 0 {
+                    from_minutes - from_minutes % 15
+                } else {
+                    from_minutes
+                },
+                from_micros,
+                // Minute windows only over short periods (a long period of them is events work);
+                // aligned periods end on the grid too.
+                length_minutes: match (window, from_micros) {
+                    (WindowSize::Minute, _) => length_minutes.min(90),
+                    (_, 0) => (length_minutes - length_minutes % 15).max(15),
+                    _ => length_minutes,
+                },
+                window,
+                zone,
+                group_mask,
+                small_limit,
+                as_of,
             },
-            window,
-            zone,
-            group_mask,
-            small_limit,
-            as_of,
-        })
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -332,20 +351,29 @@ fn run_case(case: &Case, paths: &mut Paths) -> Result<(), TestCaseError> {
         prop_assert_eq!(restored.key(), state.key());
 
         for q in &case.queries {
-            let from = start + TimeDelta::minutes(q.from_minutes) + TimeDelta::microseconds(q.from_micros);
+            let from =
+                start + TimeDelta::minutes(q.from_minutes) + TimeDelta::microseconds(q.from_micros);
             let keys = &spec.group_by;
             let query = UsageQuery {
                 from,
                 to: from + TimeDelta::minutes(q.length_minutes),
                 window: q.window,
                 timezone: ZONES[q.zone],
-                group_by: keys.iter().enumerate().filter(|(i, _)| q.group_mask & (1 << i) != 0).map(|(_, k)| k.clone()).collect(),
-                as_of: q.as_of.and_then(|i| (!events.is_empty()).then(|| events[i % events.len()].ingested_at)),
+                group_by: keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| q.group_mask & (1 << i) != 0)
+                    .map(|(_, k)| k.clone())
+                    .collect(),
+                as_of: q.as_of.and_then(|i| {
+                    (!events.is_empty()).then(|| events[i % events.len()].ingested_at)
+                }),
                 group_limit: if q.small_limit { 2 } else { DEFAULT_GROUP_LIMIT },
             };
             let plan = state.plan(&spec, &query);
             for customer in CUSTOMERS {
-                let own: Vec<StoredEvent> = events.iter().filter(|e| e.event.customer == customer).cloned().collect();
+                let own: Vec<StoredEvent> =
+                    events.iter().filter(|e| e.event.customer == customer).cloned().collect();
                 let expected = compute_usage(&spec, &own, &query);
                 let plan = match &plan {
                     Err(error) => {
@@ -369,13 +397,23 @@ fn run_case(case: &Case, paths: &mut Paths) -> Result<(), TestCaseError> {
                 }
                 let edges: Vec<StoredEvent> = own
                     .iter()
-                    .filter(|e| plan.edge_ranges().iter().any(|(a, b)| e.event.timestamp >= *a && e.event.timestamp < *b))
+                    .filter(|e| {
+                        plan.edge_ranges()
+                            .iter()
+                            .any(|(a, b)| e.event.timestamp >= *a && e.event.timestamp < *b)
+                    })
                     .cloned()
                     .collect();
                 let actual = state.answer(&spec, plan, customer, &edges);
                 prop_assert_eq!(&actual, &expected, "{} for {}: {:?}", definition, customer, query);
                 let again = restored.answer(&spec, plan, customer, &edges);
-                prop_assert_eq!(&again, &expected, "restored state, {} for {}", definition, customer);
+                prop_assert_eq!(
+                    &again,
+                    &expected,
+                    "restored state, {} for {}",
+                    definition,
+                    customer
+                );
                 if plan.has_edges() {
                     paths.index_with_edges += 1;
                 } else {
@@ -390,7 +428,8 @@ fn run_case(case: &Case, paths: &mut Paths) -> Result<(), TestCaseError> {
 #[test]
 fn answers_from_the_state_equal_the_reference_engine() {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1024);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     let paths = std::cell::RefCell::new(Paths::default());
     let result = runner.run(&case(), |case| run_case(&case, &mut paths.borrow_mut()));
     let paths = paths.into_inner();
@@ -403,7 +442,10 @@ fn answers_from_the_state_equal_the_reference_engine() {
     let answered = paths.index + paths.index_with_edges;
     let refused: usize = paths.fallbacks.values().sum();
     assert!(answered > 3 * refused, "{paths:?}");
-    assert!(paths.index > cases as usize / 4 && paths.index_with_edges > cases as usize / 4, "{paths:?}");
+    assert!(
+        paths.index > cases as usize / 4 && paths.index_with_edges > cases as usize / 4,
+        "{paths:?}"
+    );
 }
 
 #[test]
@@ -424,7 +466,11 @@ fn revisions_that_change_only_presentation_share_a_key() {
     let mut grouped = base.clone();
     grouped["group_by"] = json!(["project"]);
     for changed in [filtered, expression, segmented, grouped] {
-        assert_ne!(DefinitionKey::of(&spec(&base)), DefinitionKey::of(&spec(&changed)), "{changed}");
+        assert_ne!(
+            DefinitionKey::of(&spec(&base)),
+            DefinitionKey::of(&spec(&changed)),
+            "{changed}"
+        );
     }
     // custom_sql has no per-event state.
     let sql = json!({"code": "q", "name": "Q", "aggregation": {"type": "custom_sql", "query": "SELECT count(*) AS value FROM events"}});
@@ -435,7 +481,13 @@ fn stored_at(customer: &str, seq: u64, at: DateTime<Utc>, n: Value) -> StoredEve
     let mut properties = Map::new();
     properties.insert("n".into(), n);
     StoredEvent {
-        event: Event { transaction_id: format!("t{seq}"), code: "api".into(), customer: customer.into(), timestamp: at, properties },
+        event: Event {
+            transaction_id: format!("t{seq}"),
+            code: "api".into(),
+            customer: customer.into(),
+            timestamp: at,
+            properties,
+        },
         sequence: seq,
         ingested_at: at,
     }
@@ -443,7 +495,9 @@ fn stored_at(customer: &str, seq: u64, at: DateTime<Utc>, n: Value) -> StoredEve
 
 #[test]
 fn sums_too_large_for_exact_decimals_go_to_the_events() {
-    let spec = spec(&json!({"code": "m", "event_code": "api", "name": "M", "aggregation": {"type": "sum", "field": "n"}}));
+    let spec = spec(
+        &json!({"code": "m", "event_code": "api", "name": "M", "aggregation": {"type": "sum", "field": "n"}}),
+    );
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let mut state = DefinitionState::new(&spec).unwrap();
     let query = UsageQuery {
@@ -464,7 +518,9 @@ fn sums_too_large_for_exact_decimals_go_to_the_events() {
 
 #[test]
 fn as_of_before_the_newest_ingestion_goes_to_the_events() {
-    let spec = spec(&json!({"code": "m", "event_code": "api", "name": "M", "aggregation": {"type": "count"}}));
+    let spec = spec(
+        &json!({"code": "m", "event_code": "api", "name": "M", "aggregation": {"type": "count"}}),
+    );
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let mut state = DefinitionState::new(&spec).unwrap();
     state.apply(&stored_at("c", 1, at, json!(1)));

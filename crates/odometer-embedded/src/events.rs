@@ -1,51 +1,82 @@
-//! The DuckDB event store: exactly-once appends checked against an in-memory fingerprint
-//! index, durable commits, and usage computed from the stored events.
+//! The embedded event store: a durable log in front of DuckDB, an exactly-once index and a
+//! usage index in memory.
 //!
-//! Exactly-once does not use a DuckDB key: a `PRIMARY KEY` makes appends slow as its in-memory
-//! index grows. Instead every event row carries the 128-bit fingerprint of its identity
-//! `(organization, customer, transaction_id)` and a 128-bit hash of its content; at start the
-//! store reads those two columns back into a hash map, and appends check the map under the
-//! writer lock. A batch is written in one transaction and the map is only updated after the
-//! commit returned, so an event is acknowledged only once it is durable, and a crash between
-//! the commit and the map update loses nothing: the next start rebuilds the map from the rows.
+//! - **Appends** ([`writer`]) are group commits: the accepted events of every queued batch are
+//!   written as one record of the events log ([`log`]) and flushed; only then are they
+//!   acknowledged, and published to the exactly-once index, the usage index and the
+//!   columnarizer.
+//! - **The columnarizer** ([`columnar`]) copies log records into DuckDB's `events` table, with
+//!   typed slot columns ([`slots`]), in large transactions in the background; each transaction
+//!   records the LSN it copied through, so after a crash the records past it are copied again
+//!   from the log, and segments DuckDB holds are deleted.
+//! - **Reads of events** (lists, a customer's events, SQL metrics, usage from the events) first
+//!   wait until DuckDB holds every event acknowledged before they started.
+//! - **Usage** is answered from the usage index ([`index`]; the state is
+//!   `odometer_core::usage_index`) when it has a complete state for the definition and the
+//!   question is one it answers exactly, reading only the events of edge buckets; otherwise
+//!   from the events: pushed down to DuckDB ([`pushdown`]) or by the reference engine. Under
+//!   concurrent appends an answer counts every event acknowledged before the question arrived,
+//!   and may count some acknowledged while it was answered (never one twice).
+//! - **Closing** copies what is left, checkpoints DuckDB and writes a snapshot ([`snapshot`])
+//!   of both indexes, so the next start reads no events; after a crash both are rebuilt from
+//!   the stored events (the exactly-once index before the store opens, the usage states in
+//!   the background, answered from the events meanwhile).
+//!
+//! Files: `events.duckdb` (and DuckDB's `events.duckdb.wal`), `events.log/` (segments),
+//! `events.snapshot` (only between a clean close and the next open).
 
+mod columnar;
+mod exactly_once;
+mod index;
+mod log;
 mod pushdown;
+mod record;
 mod rows;
 mod slots;
+mod snapshot;
 mod sql;
+mod writer;
 
 pub use sql::{reference_usage, set_sql_time_limit};
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use duckdb::arrow::array::{Array, UInt64Array};
+use duckdb::arrow::array::{Array, Int64Array, StringArray, UInt64Array};
 use duckdb::Connection;
 use odometer_core::engine::compute_usage;
 use odometer_core::event::{Event, StoredEvent};
-use odometer_core::intake::{
-    batch_rejection, conflict_rejection, content_hash, event_fingerprint, EventOutcome,
-};
+use odometer_core::intake::{content_hash, event_fingerprint, EventOutcome};
 use odometer_core::metric::AggregationType;
 use odometer_core::usage::{UsageQuery, UsageResult};
-use odometer_core::{time, MetricSpec, OrganizationId};
-use odometer_store::events::{EventListParams, EventStore, UsageQueryError};
+use odometer_core::usage_index::{DefinitionKey, Fallback};
+use odometer_core::{MetricSpec, OrganizationId};
+use odometer_store::events::{
+    EventListParams, EventStore, EventsReason, IndexStatus, PathChoice, UsageAnswer, UsagePath,
+    UsageQueryError,
+};
 use odometer_store::{Page, StoreError};
 use serde_json::{Map, Value};
 
+use columnar::Pipeline;
+use exactly_once::{Entry, ExactlyOnce};
+use index::{Build, UsageIndex};
 use pushdown::Outcome;
 use slots::{SlotOf, SlotRegistry};
+use writer::{Request, Targets, Writer};
 
-/// The version of the events database's layout this build writes.
-const SCHEMA_VERSION: &str = "2";
+/// The version of the events database's layout this build writes. Version 3 added the log
+/// (`columnarized_lsn`) and the store id to `odometer_meta`; a version-2 database is upgraded
+/// in place (its rows are unchanged).
+const SCHEMA_VERSION: &str = "3";
 
 /// The events table and the slot registry (see [`slots`]); `{typed}` is the slot columns.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq             UBIGINT NOT NULL,
     org             VARCHAR NOT NULL,
@@ -68,90 +99,59 @@ CREATE TABLE IF NOT EXISTS property_slots (
 );
 ";
 
-/// Hashes a fingerprint by its low 64 bits. Fingerprints are already uniformly distributed
-/// (they are SHA-256 output), so hashing them again, as the default SipHash does, only costs
-/// time: rebuilding the index of 10M events is most of a cold start.
-#[derive(Debug, Default, Clone, Copy)]
-struct FingerprintHasher(u64);
-
-impl std::hash::Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for keys other than u128; fold them in (FNV-1a) to stay correct.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
-    }
-}
-
-type FingerprintMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<FingerprintHasher>>;
-
-/// What the index keeps per stored event identity.
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    content: u128,
-    /// The event's sequence within its organization.
-    sequence: u64,
-}
-
-#[derive(Debug)]
-struct Writer {
-    conn: Connection,
-    /// Fingerprint of `(organization, customer, transaction_id)` to what was stored under it.
-    index: FingerprintMap<IndexEntry>,
-    /// Each organization's next sequence (semantics 1.5: from 1, strictly increasing).
-    next_sequence: HashMap<String, u64>,
-}
-
-/// Events in DuckDB (`events.duckdb` in the data directory).
+/// Events in DuckDB behind a log (see the module documentation).
 #[derive(Clone)]
 pub struct DuckEventStore {
-    writer: Arc<Mutex<Writer>>,
-    /// Batches waiting for the writer (see [`write_queued`]).
-    queue: Arc<Mutex<Vec<Request>>>,
-    /// A connection for registering new property keys' slots, so that needs no writer.
-    registrar: Arc<Mutex<Connection>>,
-    /// A second connection for reads, so queries do not wait behind appends.
-    reader: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+/// Where the store's files are.
+#[derive(Debug, Clone)]
+struct Files {
+    log_dir: PathBuf,
+    snapshot: PathBuf,
+}
+
+struct Inner {
+    writer: Mutex<Writer>,
+    /// Batches waiting for the writer (see [`writer::write_queued`]).
+    queue: Mutex<Vec<Request>>,
+    pipeline: Arc<Pipeline>,
+    /// For reads, so queries do not wait behind appends.
+    reader: Mutex<Connection>,
+    /// For usage tables, idempotency records and the checkpoint at close.
+    admin: Mutex<Connection>,
     /// Which slot column holds each organization's property keys.
     slots: Arc<RwLock<SlotRegistry>>,
-    paths: Arc<PathCounters>,
+    index: Arc<UsageIndex>,
+    builds: Mutex<Option<mpsc::Sender<Build>>>,
+    build_gate: Arc<BuildGate>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    paths: PathCounters,
+    files: Option<Files>,
+    store_id: String,
 }
 
 /// How usage questions were answered, since the store was opened.
 #[derive(Debug, Default)]
 struct PathCounters {
+    index: AtomicU64,
     pushed_down: AtomicU64,
     reference: AtomicU64,
     pushdown_errors: AtomicU64,
 }
 
-/// How many usage questions (calls of `usage` or `usage_of_customers`) were answered by a
-/// pushed-down statement, by the reference engine over the stored events, and how many
-/// pushed-down statements failed (and were answered by the reference engine instead).
+/// How many usage questions (calls of `usage`, `usage_of_customers` or `usage_answers`) were
+/// answered from the usage index, by a pushed-down statement, by the reference engine over
+/// the stored events, and how many pushed-down statements failed (and were answered by the
+/// reference engine instead). A call answered partly from the index and partly from the
+/// events counts once on each side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsagePaths {
+    pub index: u64,
     pub pushed_down: u64,
     pub reference: u64,
     pub pushdown_errors: u64,
-}
-
-impl Drop for Writer {
-    /// Folds the write-ahead log into the database file when the store closes, so the next
-    /// start does not replay it (the log may hold up to `checkpoint_threshold` of rows). After
-    /// a crash the log is replayed instead: nothing committed is lost either way.
-    fn drop(&mut self) {
-        if let Err(err) = self.conn.execute_batch("CHECKPOINT") {
-            tracing::warn!(%err, "checkpoint on close failed; the next start replays the log");
-        }
-    }
 }
 
 impl std::fmt::Debug for DuckEventStore {
@@ -176,14 +176,6 @@ fn write_lock<T>(lock: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>, StoreError
     lock.write().map_err(|_| StoreError::Backend("slot registry lock poisoned".into()))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
-}
-
 fn micros(t: &DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -195,172 +187,415 @@ fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 impl DuckEventStore {
-    /// Opens (creating if needed) the event database at `path` and rebuilds the exactly-once
-    /// index from it.
+    /// Opens (creating if needed) the event database at `path`, with its log and snapshot
+    /// beside it (`events.log/`, `events.snapshot` for `events.duckdb`), recovering whatever a
+    /// crash left.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_owned();
-        blocking(move || {
+        tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(backend)?;
             }
             let started = std::time::Instant::now();
             let conn = Connection::open(&path).map_err(backend)?;
-            let opened = started.elapsed();
-            let store = Self::from_connection(conn)?;
+            let files = Files {
+                log_dir: path.with_extension("log"),
+                snapshot: path.with_extension("snapshot"),
+            };
+            let store = Self::start(conn, Some(files))?;
             tracing::info!(
                 path = %path.display(),
                 events = store.len()?,
-                open_ms = opened.as_millis() as u64,
-                index_ms = (started.elapsed() - opened).as_millis() as u64,
+                open_ms = started.elapsed().as_millis() as u64,
                 "event store opened"
             );
             Ok(store)
         })
         .await
+        .map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
     }
 
     /// An event store in memory, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::from_connection(Connection::open_in_memory().map_err(backend)?)
+        Self::start(Connection::open_in_memory().map_err(backend)?, None)
     }
 
-    fn from_connection(conn: Connection) -> Result<Self, StoreError> {
-        create_schema(&conn)?;
+    fn start(conn: Connection, files: Option<Files>) -> Result<Self, StoreError> {
+        let store_id = create_schema(&conn)?;
         sql::create_tables(&conn)?;
         conn.execute_batch("SET checkpoint_threshold = '256MB'").map_err(backend)?;
+        let columnarized = meta_u64(&conn, "columnarized_lsn")?;
+        let (log, recovered) = match &files {
+            Some(files) => log::Log::open(&files.log_dir, columnarized).map_err(backend)?,
+            None => (log::Log::in_memory(), Vec::new()),
+        };
+        let recovered = recovered
+            .into_iter()
+            .map(|r| record::decode(r.lsn, &r.payload).map_err(backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_lsn = log.next_lsn() - 1;
+        let snapshot = match &files {
+            Some(files) => load_snapshot(&files.snapshot, &store_id, last_lsn),
+            None => None,
+        };
+        let index = Arc::new(UsageIndex::default());
+        let (exactly_once, next_sequence) = match snapshot {
+            Some(snapshot) => {
+                for (org, through, state) in snapshot.states {
+                    index.restore(org, state, through)?;
+                }
+                (snapshot.exactly_once, snapshot.next_sequence)
+            }
+            None => rebuild_exactly_once(&conn, &recovered)?,
+        };
+        for (org, next) in &next_sequence {
+            index.set_published(*org, next - 1)?;
+        }
         let slots = Arc::new(RwLock::new(load_slots(&conn)?));
-        // Each organization's next sequence, from one aggregate query.
-        let mut next_sequence: HashMap<String, u64> = HashMap::new();
+        let pipeline = Arc::new(Pipeline::new(columnarized));
+        for pending in recovered {
+            pipeline.push(pending)?;
+        }
+        let mut threads = Vec::new();
         {
-            let mut stmt =
-                conn.prepare("SELECT org, max(seq) FROM events GROUP BY org").map_err(backend)?;
-            let rows = stmt
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))
-                .map_err(backend)?;
-            for row in rows {
-                let (org, last) = row.map_err(backend)?;
-                next_sequence.insert(org, last + 1);
-            }
+            let (pipeline, slots, conn) =
+                (pipeline.clone(), slots.clone(), conn.try_clone().map_err(backend)?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("odometer-columnarizer".into())
+                    .spawn(move || columnar::run(pipeline, conn, slots))
+                    .map_err(backend)?,
+            );
         }
-        // The exactly-once index, sized up front: rebuilding it is most of a cold start.
-        let stored: u64 =
-            conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).map_err(backend)?;
-        let mut index = FingerprintMap::with_capacity_and_hasher(
-            usize::try_from(stored).unwrap_or(0),
-            Default::default(),
-        );
-        // Read in Arrow batches of plain 64-bit halves: the row-at-a-time API costs far more
-        // per value than the values themselves.
-        let mut stmt = conn
-            .prepare("SELECT fp_hi, fp_lo, content_hi, content_lo, seq FROM events")
-            .map_err(backend)?;
-        for batch in stmt.stream_arrow([]).map_err(backend)? {
-            let batch = batch.map_err(backend)?;
-            let column = |i: usize| {
-                batch
-                    .column(i)
-                    .as_any()
-                    .downcast_ref::<UInt64Array>()
-                    .ok_or_else(|| backend("unexpected column type in the events index scan"))
-            };
-            let (fp_hi, fp_lo, content_hi, content_lo, seq) =
-                (column(0)?, column(1)?, column(2)?, column(3)?, column(4)?);
-            for row in 0..batch.num_rows() {
-                let fingerprint =
-                    (u128::from(fp_hi.value(row)) << 64) | u128::from(fp_lo.value(row));
-                let content =
-                    (u128::from(content_hi.value(row)) << 64) | u128::from(content_lo.value(row));
-                index.insert(fingerprint, IndexEntry { content, sequence: seq.value(row) });
-            }
+        let (builds, queued) = mpsc::channel::<Build>();
+        let build_gate = Arc::new(BuildGate::default());
+        {
+            let (pipeline, conn) = (pipeline.clone(), conn.try_clone().map_err(backend)?);
+            let gate = build_gate.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("odometer-index-builder".into())
+                    .spawn(move || build_states(queued, &pipeline, &conn, &gate))
+                    .map_err(backend)?,
+            );
         }
-        drop(stmt);
         let reader = conn.try_clone().map_err(backend)?;
-        let registrar = conn.try_clone().map_err(backend)?;
+        let admin = conn.try_clone().map_err(backend)?;
+        drop(conn);
+        let writer = Writer { log, exactly_once, next_sequence, failed: None };
         Ok(Self {
-            writer: Arc::new(Mutex::new(Writer { conn, index, next_sequence })),
-            queue: Arc::default(),
-            registrar: Arc::new(Mutex::new(registrar)),
-            reader: Arc::new(Mutex::new(reader)),
-            slots,
-            paths: Arc::default(),
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                queue: Mutex::default(),
+                pipeline,
+                reader: Mutex::new(reader),
+                admin: Mutex::new(admin),
+                slots,
+                index,
+                builds: Mutex::new(Some(builds)),
+                build_gate,
+                threads: Mutex::new(threads),
+                paths: PathCounters::default(),
+                files,
+                store_id,
+            }),
         })
     }
 
     /// How many distinct events are stored (the size of the exactly-once index).
     pub fn len(&self) -> Result<usize, StoreError> {
-        Ok(lock(&self.writer)?.index.len())
+        Ok(lock(&self.inner.writer)?.exactly_once.len())
     }
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
 
-    /// Usage of a `custom_sql` metric (see [`sql`]).
-    async fn sql_usage(
-        &self,
-        org: OrganizationId,
-        customers: &[String],
-        spec: &MetricSpec,
-        query: &UsageQuery,
-    ) -> Result<Vec<UsageResult>, UsageQueryError> {
-        let (reader, slots) = (self.reader.clone(), self.slots.clone());
-        let (customers, spec, query) = (customers.to_vec(), spec.clone(), query.clone());
-        tokio::task::spawn_blocking(move || {
-            let org = org.to_string();
-            // Held for the whole query: no row may use a slot this query does not know.
-            let registry = read_lock(&slots)?;
-            let conn = lock(&reader)?;
-            sql::usage(&conn, registry.org(&org), &org, &customers, &spec, &query)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("usage task failed: {e}")))?
-    }
-
     /// How usage questions were answered so far (for tests and diagnostics).
     pub fn usage_paths(&self) -> UsagePaths {
+        let paths = &self.inner.paths;
         UsagePaths {
-            pushed_down: self.paths.pushed_down.load(Ordering::Relaxed),
-            reference: self.paths.reference.load(Ordering::Relaxed),
-            pushdown_errors: self.paths.pushdown_errors.load(Ordering::Relaxed),
+            index: paths.index.load(Ordering::Relaxed),
+            pushed_down: paths.pushed_down.load(Ordering::Relaxed),
+            reference: paths.reference.load(Ordering::Relaxed),
+            pushdown_errors: paths.pushdown_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Holds index builds that have not started until the answer is dropped: for tests, and
+    /// to keep a bulk import from sharing the machine with builds. Questions of the states
+    /// waiting are answered from the events meanwhile.
+    pub fn hold_index_builds(&self) -> BuildHold {
+        self.inner.build_gate.set(true);
+        BuildHold { gate: self.inner.build_gate.clone() }
+    }
+
+    /// Waits until DuckDB holds every event acknowledged so far (for tests and the bench).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.pipeline.barrier()).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("event store task failed: {e}")))?
+}
+
+/// Whether builds wait (see [`DuckEventStore::hold_index_builds`]).
+#[derive(Debug, Default)]
+struct BuildGate {
+    held: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl BuildGate {
+    fn set(&self, held: bool) {
+        if let Ok(mut flag) = self.held.lock() {
+            *flag = held;
+            self.opened.notify_all();
+        }
+    }
+
+    /// Waits while held; `false` when the store is closing (`stop`).
+    fn wait_open(&self, stop: &dyn Fn() -> bool) {
+        let Ok(mut held) = self.held.lock() else { return };
+        while *held && !stop() {
+            match self.opened.wait_timeout(held, std::time::Duration::from_millis(50)) {
+                Ok((next, _)) => held = next,
+                Err(_) => return,
+            }
         }
     }
 }
 
-/// Creates the tables of a new database, or checks that an existing one has this build's layout.
-fn create_schema(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-    )
-    .map_err(backend)?;
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM odometer_meta WHERE key = 'events_schema_version'",
-            [],
-            |row| row.get(0),
+/// Index builds wait while this lives.
+#[derive(Debug)]
+pub struct BuildHold {
+    gate: Arc<BuildGate>,
+}
+
+impl Drop for BuildHold {
+    fn drop(&mut self) {
+        self.gate.set(false);
+    }
+}
+
+impl Drop for Inner {
+    /// Closes the store: the columnarizer copies what is left, builds stop, DuckDB is
+    /// checkpointed (so the next start replays no DuckDB log), and the snapshot is written.
+    /// After a crash instead, the log is copied again and the indexes rebuilt: nothing
+    /// acknowledged is lost either way.
+    fn drop(&mut self) {
+        self.pipeline.stop();
+        let _ = self.index.cancel_all();
+        self.build_gate.set(false);
+        if let Ok(mut builds) = self.builds.lock() {
+            builds.take();
+        }
+        if let Ok(mut threads) = self.threads.lock() {
+            for thread in threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+        if let Ok(conn) = self.admin.lock() {
+            if let Err(err) = conn.execute_batch("CHECKPOINT") {
+                tracing::warn!(%err, "checkpoint on close failed; the next start replays the log");
+            }
+        }
+        if let Err(err) = self.write_snapshot() {
+            tracing::warn!(%err, "no snapshot written at close; the next start rebuilds the indexes");
+        }
+    }
+}
+
+impl Inner {
+    fn write_snapshot(&self) -> Result<(), StoreError> {
+        let Some(files) = &self.files else { return Ok(()) };
+        let writer = lock(&self.writer)?;
+        if writer.failed.is_some() || !self.pipeline.is_drained()? {
+            return Err(backend("records are left to copy"));
+        }
+        let mut writer = writer;
+        let columnarized = self.pipeline.columnarized()?;
+        writer.log.release_through(columnarized).map_err(backend)?;
+        let lsn = writer.log.next_lsn() - 1;
+        let entries = self.index.complete_states()?;
+        let guards = entries
+            .iter()
+            .map(|(org, entry)| Ok((*org, index::read(&entry.state)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let states: Vec<_> =
+            guards.iter().map(|(org, t)| (*org, t.applied_through, &t.state)).collect();
+        let started = std::time::Instant::now();
+        snapshot::write(
+            &files.snapshot,
+            &self.store_id,
+            lsn,
+            &writer.next_sequence,
+            &writer.exactly_once,
+            &states,
         )
+        .map_err(backend)?;
+        tracing::info!(
+            lsn,
+            states = states.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "event store snapshot written"
+        );
+        Ok(())
+    }
+}
+
+/// Reads the snapshot if it belongs to this database and is as new as the log, and deletes
+/// it whatever it held.
+fn load_snapshot(path: &Path, store_id: &str, last_lsn: u64) -> Option<snapshot::Snapshot> {
+    let started = std::time::Instant::now();
+    let read = snapshot::read(path);
+    if let Err(err) = std::fs::remove_file(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(%err, "cannot delete the snapshot");
+        }
+    }
+    match read {
+        Ok(Some(s)) if s.store_id == store_id && s.lsn == last_lsn => {
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "event store snapshot read");
+            Some(s)
+        }
+        Ok(Some(s)) => {
+            tracing::info!(
+                snapshot_lsn = s.lsn,
+                last_lsn,
+                "the snapshot is older than the log; rebuilding the indexes"
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(%err, "unreadable snapshot; rebuilding the indexes");
+            None
+        }
+    }
+}
+
+/// The exactly-once index and each organization's next sequence, from every stored row and
+/// the recovered log records.
+fn rebuild_exactly_once(
+    conn: &Connection,
+    recovered: &[Arc<record::Pending>],
+) -> Result<(ExactlyOnce, HashMap<OrganizationId, u64>), StoreError> {
+    let mut next_sequence: HashMap<OrganizationId, u64> = HashMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT org, max(seq) FROM events GROUP BY org").map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))
+            .map_err(backend)?;
+        for row in rows {
+            let (org, last) = row.map_err(backend)?;
+            let org: OrganizationId =
+                org.parse().map_err(|_| backend(format!("stored organization id {org}")))?;
+            next_sequence.insert(org, last + 1);
+        }
+    }
+    let stored: u64 =
+        conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).map_err(backend)?;
+    let pending: usize = recovered.iter().map(|r| r.events()).sum();
+    let mut index = ExactlyOnce::with_capacity(usize::try_from(stored).unwrap_or(0) + pending);
+    // Read in Arrow batches of plain 64-bit halves: the row-at-a-time API costs far more per
+    // value than the values themselves.
+    let mut stmt = conn
+        .prepare("SELECT fp_hi, fp_lo, content_hi, content_lo, seq FROM events")
+        .map_err(backend)?;
+    for batch in stmt.stream_arrow([]).map_err(backend)? {
+        let batch = batch.map_err(backend)?;
+        let column = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| backend("unexpected column type in the events index scan"))
+        };
+        let (fp_hi, fp_lo, content_hi, content_lo, seq) =
+            (column(0)?, column(1)?, column(2)?, column(3)?, column(4)?);
+        for row in 0..batch.num_rows() {
+            let fingerprint = (u128::from(fp_hi.value(row)) << 64) | u128::from(fp_lo.value(row));
+            let content =
+                (u128::from(content_hi.value(row)) << 64) | u128::from(content_lo.value(row));
+            index.insert(fingerprint, Entry { content, sequence: seq.value(row) });
+        }
+    }
+    for record in recovered {
+        for chunk in &record.chunks {
+            for (stored, &(fingerprint, content)) in chunk.events.iter().zip(&chunk.keyed) {
+                index.insert(fingerprint, Entry { content, sequence: stored.sequence });
+                let next = next_sequence.entry(chunk.org).or_insert(1);
+                *next = (*next).max(stored.sequence + 1);
+            }
+        }
+    }
+    Ok((index, next_sequence))
+}
+
+/// A value of `odometer_meta` as a number (0 when absent).
+fn meta_u64(conn: &Connection, key: &str) -> Result<u64, StoreError> {
+    match meta(conn, key)? {
+        None => Ok(0),
+        Some(text) => text.parse().map_err(|_| backend(format!("odometer_meta {key} is {text}"))),
+    }
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM odometer_meta WHERE key = ?", [key], |row| row.get(0))
         .map(Some)
         .or_else(|e| match e {
             duckdb::Error::QueryReturnedNoRows => Ok(None),
             other => Err(backend(other)),
-        })?;
-    match version.as_deref() {
-        None | Some(SCHEMA_VERSION) => {}
+        })
+}
+
+/// Creates the tables of a new database, upgrades a version-2 one, or checks that an existing
+/// one has this build's layout; answers the store's id.
+fn create_schema(conn: &Connection) -> Result<String, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS odometer_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    )
+    .map_err(backend)?;
+    match meta(conn, "events_schema_version")?.as_deref() {
+        None | Some("2") | Some(SCHEMA_VERSION) => {}
         Some(other) => {
             return Err(backend(format!(
                 "the events database has layout version {other}, written by an earlier development \
-                 build; this build reads version {SCHEMA_VERSION} only (no release ever wrote \
+                 build; this build reads versions 2 and {SCHEMA_VERSION} (no release ever wrote \
                  version {other}: export its events with that build and import them here)"
             )))
         }
     }
     conn.execute_batch(&SCHEMA.replace("{typed}", &slots::column_definitions()))
         .map_err(backend)?;
+    let fresh_id = uuid::Uuid::now_v7().to_string();
+    conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
+    for (key, value) in [
+        ("store_id", fresh_id.as_str()),
+        ("columnarized_lsn", "0"),
+        ("events_schema_version", SCHEMA_VERSION),
+    ] {
+        conn.execute(
+            "INSERT INTO odometer_meta VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [key, value],
+        )
+        .map_err(backend)?;
+    }
     conn.execute(
-        "INSERT INTO odometer_meta VALUES ('events_schema_version', ?) ON CONFLICT DO NOTHING",
+        "UPDATE odometer_meta SET value = ? WHERE key = 'events_schema_version'",
         [SCHEMA_VERSION],
     )
     .map_err(backend)?;
-    Ok(())
+    conn.execute_batch("COMMIT").map_err(backend)?;
+    meta(conn, "store_id")?.ok_or_else(|| backend("the events database has no store id"))
 }
 
 /// The slot registry as stored.
@@ -387,257 +622,129 @@ fn load_slots(conn: &Connection) -> Result<SlotRegistry, StoreError> {
     Ok(registry)
 }
 
-/// Gives every new top-level key of a batch its place, stored (through the registrar
-/// connection, outside the writer lock) before the batch is queued, so before any row using it
-/// can be committed (see [`slots`], the invariant). Every event of the batch counts, also those
-/// that will turn out duplicates: a slot too many is harmless, a row whose slot is not stored
-/// is not.
-fn register_keys(
-    slots: &RwLock<SlotRegistry>,
-    registrar: &Mutex<Connection>,
-    org: &str,
-    events: &[Event],
-) -> Result<(), StoreError> {
-    let known = read_lock(slots)?;
-    let fresh =
-        |slots: Option<&slots::OrgSlots>, key: &str| slots.is_none_or(|s| s.get(key).is_none());
-    let any_new = events.iter().any(|e| e.properties.keys().any(|k| fresh(known.org(org), k)));
-    drop(known);
-    if !any_new {
-        return Ok(());
-    }
-    let mut registry = write_lock(slots)?;
-    let mut org_slots = registry.org(org).cloned().unwrap_or_default();
-    let mut added: Vec<(String, Option<i32>)> = Vec::new();
-    for event in events {
-        for key in event.properties.keys() {
-            if let (place, true) = org_slots.assign(key) {
-                let slot = match place {
-                    SlotOf::Slot(i) => i32::try_from(i).ok(),
-                    SlotOf::Spilled => None,
-                };
-                added.push((key.clone(), slot));
-            }
-        }
-    }
-    let conn = lock(registrar)?;
-    let mut insert =
-        conn.prepare("INSERT INTO property_slots VALUES (?, ?, ?)").map_err(backend)?;
-    for (key, slot) in &added {
-        insert.execute(duckdb::params![org, key, slot]).map_err(backend)?;
-    }
-    registry.orgs.insert(org.to_owned(), org_slots);
-    Ok(())
-}
-
-/// What a row needs that does not depend on the writer: the properties' JSON text and the
-/// typed slot columns, computed before the batch is queued.
-struct PreparedRow {
-    properties: String,
-    typed: slots::TypedRow,
-}
-
-fn prepare_rows(
-    slots: &RwLock<SlotRegistry>,
-    org: &str,
-    events: &[Event],
-) -> Result<Vec<PreparedRow>, StoreError> {
-    let registry = read_lock(slots)?;
-    let no_slots = slots::OrgSlots::default();
-    let org_slots = registry.org(org).unwrap_or(&no_slots);
-    events
-        .iter()
-        .map(|event| {
-            Ok(PreparedRow {
-                properties: serde_json::to_string(&event.properties).map_err(backend)?,
-                typed: slots::typed_columns(org_slots, &event.properties),
-            })
-        })
-        .collect()
-}
-
-/// Where the first event of a conflicting key is.
-enum FirstOfKey {
-    Stored(u64),
-    InBatch(usize),
-}
-
-/// One caller's batch, waiting for the writer.
-struct Request {
-    org: OrganizationId,
-    events: Vec<Event>,
-    /// Fingerprint and content hash of each event, computed before queueing (outside the lock).
-    keyed: Vec<(u128, u128)>,
-    /// Each event's row columns, computed before queueing (outside the lock).
-    rows: Vec<PreparedRow>,
-    atomic: bool,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<EventOutcome>, StoreError>>,
-}
-
-/// What a group must undo if its commit fails.
-#[derive(Default)]
-struct Undo {
-    fingerprints: Vec<u128>,
-    sequences: HashMap<String, Option<u64>>,
-}
-
-/// Writes every queued request in one transaction (group commit): concurrent batches share
-/// one commit, and so one WAL flush. Each request is classified against the index, which
-/// already holds the identities of the requests before it in the group; the index entries and
-/// sequences a group adds are taken back if its commit fails, so outside the writer lock every
-/// fingerprint in the index is in a committed row. Replies are sent only after the commit.
-fn write_queued(writer: &mut Writer, queue: &Mutex<Vec<Request>>) -> Result<(), StoreError> {
-    let requests = std::mem::take(&mut *lock(queue)?);
-    if requests.is_empty() {
-        return Ok(());
-    }
-    let outcome = write_group(writer, &requests);
-    match outcome {
-        Ok(all) => {
-            for (request, outcomes) in requests.into_iter().zip(all) {
-                let _ = request.reply.send(Ok(outcomes));
-            }
-        }
-        Err(err) => {
-            for request in requests {
-                let _ = request.reply.send(Err(StoreError::Backend(err.to_string())));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn write_group(
-    writer: &mut Writer,
-    requests: &[Request],
-) -> Result<Vec<Vec<EventOutcome>>, StoreError> {
-    writer.conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
-    let mut undo = Undo::default();
-    let staged = requests
-        .iter()
-        .map(|r| stage(writer, r.org, &r.events, &r.keyed, &r.rows, r.atomic, &mut undo))
-        .collect::<Result<Vec<_>, _>>();
-    let committed = staged.and_then(|all| {
-        writer.conn.execute_batch("COMMIT").map_err(backend)?;
-        Ok(all)
-    });
-    if committed.is_err() {
-        let _ = writer.conn.execute_batch("ROLLBACK");
-        for fingerprint in &undo.fingerprints {
-            writer.index.remove(fingerprint);
-        }
-        for (org, before) in undo.sequences {
-            match before {
-                Some(next) => writer.next_sequence.insert(org, next),
-                None => writer.next_sequence.remove(&org),
-            };
-        }
-    }
-    committed
-}
-
-/// Classifies one request's events and appends its accepted ones inside the open transaction.
-fn stage(
-    writer: &mut Writer,
-    org: OrganizationId,
-    events: &[Event],
-    keyed: &[(u128, u128)],
-    prepared: &[PreparedRow],
-    atomic: bool,
-    undo: &mut Undo,
-) -> Result<Vec<EventOutcome>, StoreError> {
-    let org_text = org.to_string();
-    // The organization's sequence before the group, for the undo (recorded once per group).
-    let before = writer.next_sequence.get(&org_text).copied();
-    undo.sequences.entry(org_text.clone()).or_insert(before);
-    let first_sequence = before.unwrap_or(1);
-    let mut sequence = first_sequence;
-    // Classify every event against what is stored and what came earlier in this batch.
-    let mut outcomes = Vec::with_capacity(events.len());
-    let mut conflicts: Vec<(usize, FirstOfKey)> = Vec::new();
-    let mut in_batch: FingerprintMap<(usize, u64)> = FingerprintMap::default();
-    for (i, &(fingerprint, content)) in keyed.iter().enumerate() {
-        let known = writer.index.get(&fingerprint).map(|e| (e.content, e.sequence, None));
-        let earlier = in_batch.get(&fingerprint).map(|&(j, seq)| (keyed[j].1, seq, Some(j)));
-        let outcome = match known.or(earlier) {
-            Some((first_content, first_sequence, _)) if first_content == content => {
-                EventOutcome::Duplicate { sequence: first_sequence }
-            }
-            Some((_, first_sequence, batch_index)) => {
-                let first =
-                    batch_index.map_or(FirstOfKey::Stored(first_sequence), FirstOfKey::InBatch);
-                conflicts.push((i, first));
-                // Filled in below, once the first event is at hand.
-                EventOutcome::Duplicate { sequence: 0 }
-            }
-            None => {
-                in_batch.insert(fingerprint, (i, sequence));
-                sequence += 1;
-                EventOutcome::Accepted { sequence: sequence - 1 }
-            }
-        };
-        outcomes.push(outcome);
-    }
-    for (i, first) in conflicts {
-        let first_event = match first {
-            FirstOfKey::InBatch(j) => events[j].clone(),
-            FirstOfKey::Stored(seq) => {
-                // Stored, or appended earlier in this group: the open transaction sees both.
-                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
-                read_events(&writer.conn, &sql, &[&org_text, &seq])?
-                    .pop()
-                    .map(|stored| stored.event)
-                    .ok_or_else(|| backend(format!("indexed event {seq} is missing")))?
-            }
-        };
-        outcomes[i] = EventOutcome::Rejected(conflict_rejection(&first_event, &events[i]));
-    }
-    let rejected: Vec<usize> =
-        outcomes.iter().enumerate().filter(|(_, o)| !o.is_stored()).map(|(i, _)| i).collect();
-    if atomic && !rejected.is_empty() {
-        let not_stored = batch_rejection(rejected.len(), rejected[0]);
-        for outcome in &mut outcomes {
-            if outcome.is_stored() {
-                *outcome = EventOutcome::Rejected(not_stored.clone());
-            }
-        }
-        return Ok(outcomes);
-    }
-    if sequence == first_sequence {
-        return Ok(outcomes);
-    }
-    let ingested_at = micros(&time::now());
-    append_rows(&writer.conn, &org_text, events, keyed, prepared, &outcomes, ingested_at)?;
-    // Known at once to the rest of the group; taken back if the commit fails.
-    for (i, outcome) in outcomes.iter().enumerate() {
-        if let EventOutcome::Accepted { sequence } = *outcome {
-            writer.index.insert(keyed[i].0, IndexEntry { content: keyed[i].1, sequence });
-            undo.fingerprints.push(keyed[i].0);
-        }
-    }
-    writer.next_sequence.insert(org_text, sequence);
-    Ok(outcomes)
-}
-
-fn append_rows(
+/// The builder thread: folds the stored events into new states, one (organization, event
+/// code) scan for all the states queued together that read it.
+fn build_states(
+    queued: mpsc::Receiver<Build>,
+    pipeline: &Pipeline,
     conn: &Connection,
-    org: &str,
-    events: &[Event],
-    keyed: &[(u128, u128)],
-    prepared: &[PreparedRow],
-    outcomes: &[EventOutcome],
-    ingested_at: i64,
-) -> Result<(), StoreError> {
-    let mut rows = rows::Rows::with_capacity(events.len()).map_err(backend)?;
-    for (i, outcome) in outcomes.iter().enumerate() {
-        let EventOutcome::Accepted { sequence } = *outcome else { continue };
-        let row = &prepared[i];
-        rows.push(sequence, org, &events[i], keyed[i], ingested_at, &row.properties, &row.typed);
+    gate: &BuildGate,
+) {
+    while let Ok(first) = queued.recv() {
+        gate.wait_open(&|| first.entry.is_cancelled());
+        let mut builds = vec![first];
+        builds.extend(queued.try_iter());
+        let mut groups: HashMap<(OrganizationId, String), Vec<Build>> = HashMap::new();
+        for build in builds {
+            groups.entry((build.org, build.code.clone())).or_default().push(build);
+        }
+        for ((org, code), builds) in groups {
+            let started = std::time::Instant::now();
+            match build_group(pipeline, conn, org, &code, &builds) {
+                Ok(events) => tracing::info!(
+                    %org,
+                    code,
+                    states = builds.len(),
+                    events,
+                    ms = started.elapsed().as_millis() as u64,
+                    "usage index states built"
+                ),
+                Err(err) => {
+                    tracing::error!(%err, %org, code, "building usage index states failed; their questions are answered from the events");
+                }
+            }
+        }
     }
-    let batch = rows.finish().map_err(backend)?;
-    let mut appender = conn.appender("events").map_err(backend)?;
-    appender.append_record_batch(batch).map_err(backend)?;
-    appender.flush().map_err(backend)
+}
+
+/// Events read from DuckDB per step of a build.
+const BUILD_STEP: usize = 8192;
+
+fn build_group(
+    pipeline: &Pipeline,
+    conn: &Connection,
+    org: OrganizationId,
+    code: &str,
+    builds: &[Build],
+) -> Result<u64, StoreError> {
+    // DuckDB must hold every event the states were registered after.
+    pipeline.barrier()?;
+    let through = builds.iter().map(|b| b.through).max().unwrap_or(0);
+    let org_text = org.to_string();
+    let total: u64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE org = ? AND code = ? AND seq <= ?",
+            duckdb::params![org_text, code, through],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    for build in builds {
+        build.entry.set_to_build(total);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, customer, transaction_id, ts, ingested_at, properties FROM events \
+             WHERE org = ? AND code = ? AND seq <= ?",
+        )
+        .map_err(backend)?;
+    let mut folded = 0u64;
+    let mut events: Vec<StoredEvent> = Vec::with_capacity(BUILD_STEP);
+    for batch in stmt.stream_arrow(duckdb::params![org_text, code, through]).map_err(backend)? {
+        if builds.iter().all(|b| b.entry.is_cancelled()) {
+            return Ok(folded);
+        }
+        let batch = batch.map_err(backend)?;
+        events.clear();
+        decode_events(&batch, code, &mut events)?;
+        for build in builds {
+            if build.entry.is_cancelled() {
+                continue;
+            }
+            let mut tracked = index::write(&build.entry.state)?;
+            for stored in events.iter().filter(|e| e.sequence <= build.through) {
+                tracked.state.apply(stored);
+            }
+            drop(tracked);
+            build.entry.add_built(events.len() as u64);
+        }
+        folded += events.len() as u64;
+    }
+    for build in builds {
+        build.entry.finish_build();
+    }
+    Ok(folded)
+}
+
+/// Events of one code from an Arrow batch of `seq, customer, transaction_id, ts, ingested_at,
+/// properties`.
+fn decode_events(
+    batch: &duckdb::arrow::record_batch::RecordBatch,
+    code: &str,
+    out: &mut Vec<StoredEvent>,
+) -> Result<(), StoreError> {
+    let unexpected = || backend("unexpected column type in an events scan");
+    let seq = batch.column(0).as_any().downcast_ref::<UInt64Array>().ok_or_else(unexpected)?;
+    let customer = batch.column(1).as_any().downcast_ref::<StringArray>().ok_or_else(unexpected)?;
+    let tx = batch.column(2).as_any().downcast_ref::<StringArray>().ok_or_else(unexpected)?;
+    let ts = batch.column(3).as_any().downcast_ref::<Int64Array>().ok_or_else(unexpected)?;
+    let ingested = batch.column(4).as_any().downcast_ref::<Int64Array>().ok_or_else(unexpected)?;
+    let props = batch.column(5).as_any().downcast_ref::<StringArray>().ok_or_else(unexpected)?;
+    for row in 0..batch.num_rows() {
+        let properties: Map<String, Value> =
+            serde_json::from_str(props.value(row)).map_err(backend)?;
+        out.push(StoredEvent {
+            event: Event {
+                transaction_id: tx.value(row).to_owned(),
+                code: code.to_owned(),
+                customer: customer.value(row).to_owned(),
+                timestamp: instant(ts.value(row))?,
+                properties,
+            },
+            sequence: seq.value(row),
+            ingested_at: instant(ingested.value(row))?,
+        });
+    }
+    Ok(())
 }
 
 const EVENT_COLUMNS: &str = "seq, customer, transaction_id, code, ts, ingested_at, properties";
@@ -675,9 +782,51 @@ fn read_events(
     Ok(out)
 }
 
-/// The events a usage query needs, for several customers at once (one scan), grouped by
-/// customer: their events of the metric's code that happened before the period's end (from its
-/// start only when nothing carries over), ingested by `as_of`, in sequence order.
+/// What events of several customers a usage read needs, in one scan.
+struct EventScan<'a> {
+    customers: &'a [String],
+    code: &'a str,
+    /// `[from, to)` ranges of timestamps (any of them).
+    ranges: Vec<(i64, i64)>,
+    /// Ingested at or before (microseconds).
+    as_of: i64,
+    /// Sequence at most.
+    through: u64,
+}
+
+/// The events of a scan, grouped by customer, in sequence order.
+fn scan_events(
+    conn: &Connection,
+    org: &str,
+    scan: &EventScan<'_>,
+) -> Result<HashMap<String, Vec<StoredEvent>>, StoreError> {
+    let mut grouped: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    if scan.customers.is_empty() || scan.ranges.is_empty() {
+        return Ok(grouped);
+    }
+    let placeholders = vec!["?"; scan.customers.len()].join(", ");
+    let ranges = vec!["(ts >= ? AND ts < ?)"; scan.ranges.len()].join(" OR ");
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND code = ? AND ({ranges}) \
+         AND ingested_at <= ? AND seq <= ? AND customer IN ({placeholders}) ORDER BY seq"
+    );
+    let mut params: Vec<&dyn duckdb::ToSql> = vec![&org, &scan.code];
+    for (from, to) in &scan.ranges {
+        params.push(from);
+        params.push(to);
+    }
+    params.push(&scan.as_of);
+    params.push(&scan.through);
+    params.extend(scan.customers.iter().map(|c| c as &dyn duckdb::ToSql));
+    for stored in read_events(conn, &sql, &params)? {
+        grouped.entry(stored.event.customer.clone()).or_default().push(stored);
+    }
+    Ok(grouped)
+}
+
+/// The events a reference-engine answer needs: the customers' events of the metric's code
+/// that happened before the period's end (from its start only when nothing carries over),
+/// ingested by `as_of`.
 fn usage_events(
     conn: &Connection,
     org: &str,
@@ -685,33 +834,167 @@ fn usage_events(
     spec: &MetricSpec,
     query: &UsageQuery,
 ) -> Result<HashMap<String, Vec<StoredEvent>>, StoreError> {
-    let mut grouped: HashMap<String, Vec<StoredEvent>> = HashMap::new();
-    if customers.is_empty() {
-        return Ok(grouped);
+    let from = if spec.aggregation.recurring { i64::MIN } else { micros(&query.from) };
+    let scan = EventScan {
+        customers,
+        code: &spec.event_code,
+        ranges: vec![(from, micros(&query.to))],
+        as_of: query.as_of.as_ref().map_or(i64::MAX, micros),
+        through: u64::MAX,
+    };
+    scan_events(conn, org, &scan)
+}
+
+impl Inner {
+    /// Usage from the stored events: pushed down when it can be, else the reference engine.
+    fn usage_from_events(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageResult>, UsageQueryError> {
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pipeline.barrier()?;
+        let org = org.to_string();
+        // Held for the whole query: no row may use a slot this query does not know.
+        let registry = read_lock(&self.slots)?;
+        let conn = lock(&self.reader)?;
+        let paths = &self.paths;
+        match pushdown::plan(&org, customers, spec, query, registry.org(&org))? {
+            Ok(statement) => {
+                match pushdown::run(&conn, &statement, spec, customers, query.group_limit) {
+                    Ok(Outcome::Answered(results)) => {
+                        paths.pushed_down.fetch_add(1, Ordering::Relaxed);
+                        return Ok(results);
+                    }
+                    Ok(Outcome::Fallback(why)) => {
+                        tracing::debug!(why, "usage answered by the reference engine");
+                    }
+                    Err(pushdown::PushdownError::Usage(err)) => return Err(err.into()),
+                    Err(err) => {
+                        paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%err, "pushed-down usage failed; the reference engine answers");
+                    }
+                }
+            }
+            Err(why) => tracing::debug!(why, "usage answered by the reference engine"),
+        }
+        paths.reference.fetch_add(1, Ordering::Relaxed);
+        let grouped = usage_events(&conn, &org, customers, spec, query)?;
+        drop(conn);
+        drop(registry);
+        let mut results = Vec::with_capacity(customers.len());
+        for customer in customers {
+            // Borrowed, not taken out of the map: a customer listed twice is answered twice
+            // from the same events.
+            let events = grouped.get(customer).map_or(&[][..], Vec::as_slice);
+            results.push(compute_usage(spec, events, query)?);
+        }
+        Ok(results)
     }
-    let carries_over = spec.aggregation.recurring;
-    let from = if carries_over { i64::MIN } else { micros(&query.from) };
-    let to = micros(&query.to);
-    let as_of = query.as_of.as_ref().map_or(i64::MAX, micros);
-    let placeholders = vec!["?"; customers.len()].join(", ");
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND code = ? AND ts >= ? AND ts < ? \
-         AND ingested_at <= ? AND customer IN ({placeholders}) ORDER BY seq"
-    );
-    let mut params: Vec<&dyn duckdb::ToSql> = vec![&org, &spec.event_code, &from, &to, &as_of];
-    params.extend(customers.iter().map(|c| c as &dyn duckdb::ToSql));
-    for stored in read_events(conn, &sql, &params)? {
-        grouped.entry(stored.event.customer.clone()).or_default().push(stored);
+
+    /// Usage of each customer with the path that computed it.
+    fn usage_answers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+        choice: PathChoice,
+    ) -> Result<Vec<UsageAnswer>, UsageQueryError> {
+        let from_events = |reason: EventsReason| -> Result<Vec<UsageAnswer>, UsageQueryError> {
+            let results = self.usage_from_events(org, customers, spec, query)?;
+            let path = UsagePath::Events(reason);
+            Ok(results.into_iter().map(|result| UsageAnswer { result, path }).collect())
+        };
+        if choice == PathChoice::Events {
+            return from_events(EventsReason::Requested);
+        }
+        let Some(key) = DefinitionKey::of(spec) else {
+            return from_events(EventsReason::CustomSql);
+        };
+        let Some(entry) = self.index.lookup(org, &key)? else {
+            return from_events(EventsReason::NotIndexed);
+        };
+        if entry.is_building() {
+            return from_events(EventsReason::Building);
+        }
+        // Plan under the state's lock, read the edge events without it, answer under it.
+        let (plan, through, by_events) = {
+            let tracked = index::read(&entry.state)?;
+            let plan = match tracked.state.plan(spec, query)? {
+                Ok(plan) => plan,
+                Err(fallback) => return from_events(reason_of(fallback)),
+            };
+            let by_events: Vec<usize> = (0..customers.len())
+                .filter(|&i| tracked.state.customer_fallback(&customers[i]).is_some())
+                .collect();
+            (plan, tracked.applied_through, by_events)
+        };
+        let edges = if plan.has_edges() {
+            self.pipeline.barrier()?;
+            let ranges = plan.edge_ranges().iter().map(|(a, b)| (micros(a), micros(b))).collect();
+            let scan = EventScan {
+                customers,
+                code: &spec.event_code,
+                ranges,
+                as_of: query.as_of.as_ref().map_or(i64::MAX, micros),
+                through,
+            };
+            let conn = lock(&self.reader)?;
+            scan_events(&conn, &org.to_string(), &scan)?
+        } else {
+            HashMap::new()
+        };
+        let mut answers: Vec<Option<UsageAnswer>> = vec![None; customers.len()];
+        {
+            let tracked = index::read(&entry.state)?;
+            let path = UsagePath::Index { edges: plan.has_edges() };
+            for (i, customer) in customers.iter().enumerate() {
+                if by_events.contains(&i) {
+                    continue;
+                }
+                let own = edges.get(customer).map_or(&[][..], Vec::as_slice);
+                let result = tracked.state.answer(spec, &plan, customer, own)?;
+                answers[i] = Some(UsageAnswer { result, path });
+            }
+        }
+        self.paths.index.fetch_add(1, Ordering::Relaxed);
+        if !by_events.is_empty() {
+            let named: Vec<String> = by_events.iter().map(|&i| customers[i].clone()).collect();
+            let results = self.usage_from_events(org, &named, spec, query)?;
+            for (&i, result) in by_events.iter().zip(results) {
+                let path = UsagePath::Events(EventsReason::Removals);
+                answers[i] = Some(UsageAnswer { result, path });
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.ok_or_else(|| backend("a usage answer is missing").into()))
+            .collect()
     }
-    Ok(grouped)
+}
+
+fn reason_of(fallback: Fallback) -> EventsReason {
+    match fallback {
+        Fallback::AsOf => EventsReason::AsOf,
+        Fallback::Unaligned => EventsReason::Unaligned,
+        Fallback::Removals => EventsReason::Removals,
+        Fallback::Inexact => EventsReason::Inexact,
+    }
 }
 
 #[async_trait]
 impl EventStore for DuckEventStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let reader = self.reader.clone();
-        blocking(move || lock(&reader)?.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
-            .await
+        let inner = self.inner.clone();
+        blocking(move || {
+            lock(&inner.reader)?.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)
+        })
+        .await
     }
 
     async fn append(
@@ -720,23 +1003,25 @@ impl EventStore for DuckEventStore {
         events: Vec<Event>,
         atomic: bool,
     ) -> Result<Vec<EventOutcome>, StoreError> {
-        let (writer, queue) = (self.writer.clone(), self.queue.clone());
-        let (slots, registrar) = (self.slots.clone(), self.registrar.clone());
+        let inner = self.inner.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         blocking(move || {
-            // The per-event work that does not need the writer is done here, in parallel:
-            // hashing, new keys' slots, the properties' JSON text and typed columns.
+            // The per-event work that needs no writer is done here, in parallel: hashing and
+            // the properties' JSON text.
             let keyed = events
                 .iter()
                 .map(|e| (event_fingerprint(org, &e.customer, &e.transaction_id), content_hash(e)))
                 .collect();
-            let org_text = org.to_string();
-            register_keys(&slots, &registrar, &org_text, &events)?;
-            let rows = prepare_rows(&slots, &org_text, &events)?;
-            lock(&queue)?.push(Request { org, events, keyed, rows, atomic, reply });
+            let properties = events
+                .iter()
+                .map(|e| serde_json::to_string(&e.properties).map_err(backend))
+                .collect::<Result<_, _>>()?;
+            lock(&inner.queue)?.push(Request { org, events, keyed, properties, atomic, reply });
             // Whoever holds the writer next writes everything queued, this request included
             // (unless an earlier holder already took it).
-            write_queued(&mut *lock(&writer)?, &queue)
+            let targets =
+                Targets { pipeline: &inner.pipeline, index: &inner.index, reader: &inner.reader };
+            writer::write_queued(&mut *lock(&inner.writer)?, &inner.queue, &targets)
         })
         .await?;
         answer.await.map_err(|_| StoreError::Backend("the event writer dropped a batch".into()))?
@@ -749,17 +1034,16 @@ impl EventStore for DuckEventStore {
         transaction_id: &str,
     ) -> Result<Option<StoredEvent>, StoreError> {
         let fingerprint = event_fingerprint(org, customer, transaction_id);
-        let (writer, reader) = (self.writer.clone(), self.reader.clone());
-        // The index sits behind the writer lock, which an append holds through its commit:
+        let inner = self.inner.clone();
+        // The index sits behind the writer lock, which an append holds through its log write:
         // wait for it on the blocking pool, not on the async runtime.
         blocking(move || {
-            let Some(entry) = lock(&writer)?.index.get(&fingerprint).copied() else {
+            let Some(entry) = lock(&inner.writer)?.exactly_once.get(fingerprint) else {
                 return Ok(None);
             };
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND seq = ?");
-            let org = org.to_string();
-            let conn = lock(&reader)?;
-            Ok(read_events(&conn, &sql, &[&org, &entry.sequence])?.into_iter().next())
+            let targets =
+                Targets { pipeline: &inner.pipeline, index: &inner.index, reader: &inner.reader };
+            writer::stored_event(&targets, org, entry.sequence).map(Some)
         })
         .await
     }
@@ -774,8 +1058,9 @@ impl EventStore for DuckEventStore {
             Some(cursor) => cursor.parse().map_err(|_| StoreError::InvalidCursor)?,
         };
         let params = params.clone();
-        let reader = self.reader.clone();
+        let inner = self.inner.clone();
         blocking(move || {
+            inner.pipeline.barrier()?;
             let org = org.to_string();
             let customer = params.customer.clone().unwrap_or_default();
             let code = params.code.clone().unwrap_or_default();
@@ -788,7 +1073,7 @@ impl EventStore for DuckEventStore {
                  ORDER BY seq LIMIT ?"
             );
             let fetch = limit + 1;
-            let conn = lock(&reader)?;
+            let conn = lock(&inner.reader)?;
             let mut items = read_events(
                 &conn,
                 &sql,
@@ -813,16 +1098,17 @@ impl EventStore for DuckEventStore {
         from: Option<DateTime<Utc>>,
         to: DateTime<Utc>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let reader = self.reader.clone();
+        let inner = self.inner.clone();
         let (customer, code) = (customer.to_owned(), code.to_owned());
         blocking(move || {
+            inner.pipeline.barrier()?;
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE org = ? AND customer = ? AND code = ? \
                  AND ts >= ? AND ts < ? ORDER BY seq"
             );
             let org = org.to_string();
             let (from, to) = (from.as_ref().map_or(i64::MIN, micros), micros(&to));
-            let conn = lock(&reader)?;
+            let conn = lock(&inner.reader)?;
             read_events(&conn, &sql, &[&org, &customer, &code, &from, &to])
         })
         .await
@@ -842,13 +1128,97 @@ impl EventStore for DuckEventStore {
             .ok_or_else(|| StoreError::Backend("usage query returned nothing".into()).into())
     }
 
+    async fn usage_of_customers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageResult>, UsageQueryError> {
+        let answers = self.usage_answers(org, customers, spec, query, PathChoice::Any).await?;
+        Ok(answers.into_iter().map(|a| a.result).collect())
+    }
+
+    async fn usage_answers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+        choice: PathChoice,
+    ) -> Result<Vec<UsageAnswer>, UsageQueryError> {
+        let inner = self.inner.clone();
+        let (customers, spec, query) = (customers.to_vec(), spec.clone(), query.clone());
+        tokio::task::spawn_blocking(move || {
+            if spec.aggregation.kind == AggregationType::CustomSql {
+                inner.pipeline.barrier()?;
+                let org_text = org.to_string();
+                // Held for the whole query: no row may use a slot this query does not know.
+                let registry = read_lock(&inner.slots)?;
+                let conn = lock(&inner.reader)?;
+                let results = sql::usage(
+                    &conn,
+                    registry.org(&org_text),
+                    &org_text,
+                    &customers,
+                    &spec,
+                    &query,
+                )?;
+                let path = UsagePath::Events(EventsReason::CustomSql);
+                return Ok(results
+                    .into_iter()
+                    .map(|result| UsageAnswer { result, path })
+                    .collect());
+            }
+            inner.usage_answers(org, &customers, &spec, &query, choice)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("usage task failed: {e}")))?
+    }
+
+    async fn index_definitions(
+        &self,
+        org: OrganizationId,
+        specs: &[MetricSpec],
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        let specs = specs.to_vec();
+        blocking(move || {
+            let builds = inner.index.define(org, &specs)?;
+            if builds.is_empty() {
+                return Ok(());
+            }
+            let sender = lock(&inner.builds)?;
+            let Some(sender) = sender.as_ref() else {
+                return Err(backend("the event store is closing"));
+            };
+            for build in builds {
+                sender.send(build).map_err(|_| backend("the index builder stopped"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn index_status(
+        &self,
+        org: OrganizationId,
+        spec: &MetricSpec,
+    ) -> Result<IndexStatus, StoreError> {
+        let Some(key) = DefinitionKey::of(spec) else { return Ok(IndexStatus::NotIndexed) };
+        match self.inner.index.lookup(org, &key)? {
+            Some(entry) => entry.status(),
+            None => Ok(IndexStatus::NotIndexed),
+        }
+    }
+
     async fn create_usage_table(
         &self,
         org: OrganizationId,
         table: odometer_store::usage_tables::UsageTable,
     ) -> Result<bool, StoreError> {
-        let writer = self.writer.clone();
-        blocking(move || sql::create_usage_table(&lock(&writer)?.conn, &org.to_string(), &table))
+        let inner = self.inner.clone();
+        blocking(move || sql::create_usage_table(&*lock(&inner.admin)?, &org.to_string(), &table))
             .await
     }
 
@@ -856,8 +1226,8 @@ impl EventStore for DuckEventStore {
         &self,
         org: OrganizationId,
     ) -> Result<Vec<odometer_store::usage_tables::UsageTable>, StoreError> {
-        let reader = self.reader.clone();
-        blocking(move || sql::usage_tables(&*lock(&reader)?, &org.to_string())).await
+        let inner = self.inner.clone();
+        blocking(move || sql::usage_tables(&*lock(&inner.reader)?, &org.to_string())).await
     }
 
     async fn idempotent_response(
@@ -865,8 +1235,9 @@ impl EventStore for DuckEventStore {
         org: OrganizationId,
         key: &str,
     ) -> Result<Option<odometer_store::usage_tables::IdempotentResponse>, StoreError> {
-        let (reader, key) = (self.reader.clone(), key.to_owned());
-        blocking(move || sql::idempotent_response(&*lock(&reader)?, &org.to_string(), &key)).await
+        let (inner, key) = (self.inner.clone(), key.to_owned());
+        blocking(move || sql::idempotent_response(&*lock(&inner.reader)?, &org.to_string(), &key))
+            .await
     }
 
     async fn keep_idempotent_response(
@@ -875,68 +1246,10 @@ impl EventStore for DuckEventStore {
         key: &str,
         response: odometer_store::usage_tables::IdempotentResponse,
     ) -> Result<odometer_store::usage_tables::IdempotentResponse, StoreError> {
-        let (writer, key) = (self.writer.clone(), key.to_owned());
+        let (inner, key) = (self.inner.clone(), key.to_owned());
         blocking(move || {
-            sql::keep_idempotent_response(&lock(&writer)?.conn, &org.to_string(), &key, response)
+            sql::keep_idempotent_response(&*lock(&inner.admin)?, &org.to_string(), &key, response)
         })
         .await
-    }
-
-    async fn usage_of_customers(
-        &self,
-        org: OrganizationId,
-        customers: &[String],
-        spec: &MetricSpec,
-        query: &UsageQuery,
-    ) -> Result<Vec<UsageResult>, UsageQueryError> {
-        if spec.aggregation.kind == AggregationType::CustomSql {
-            return self.sql_usage(org, customers, spec, query).await;
-        }
-        let (reader, slots, paths) = (self.reader.clone(), self.slots.clone(), self.paths.clone());
-        let customers = customers.to_vec();
-        let spec = spec.clone();
-        let query = query.clone();
-        tokio::task::spawn_blocking(move || {
-            let org = org.to_string();
-            if customers.is_empty() {
-                return Ok(Vec::new());
-            }
-            // Held for the whole query: no row may use a slot this query does not know.
-            let registry = read_lock(&slots)?;
-            let conn = lock(&reader)?;
-            match pushdown::plan(&org, &customers, &spec, &query, registry.org(&org))? {
-                Ok(statement) => {
-                    match pushdown::run(&conn, &statement, &spec, &customers, query.group_limit) {
-                        Ok(Outcome::Answered(results)) => {
-                            paths.pushed_down.fetch_add(1, Ordering::Relaxed);
-                            return Ok(results);
-                        }
-                        Ok(Outcome::Fallback(why)) => {
-                            tracing::debug!(why, "usage answered by the reference engine");
-                        }
-                        Err(pushdown::PushdownError::Usage(err)) => return Err(err.into()),
-                        Err(err) => {
-                            paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(%err, "pushed-down usage failed; the reference engine answers");
-                        }
-                    }
-                }
-                Err(why) => tracing::debug!(why, "usage answered by the reference engine"),
-            }
-            paths.reference.fetch_add(1, Ordering::Relaxed);
-            let grouped = usage_events(&conn, &org, &customers, &spec, &query)?;
-            drop(conn);
-            drop(registry);
-            let mut results = Vec::with_capacity(customers.len());
-            for customer in &customers {
-                // Borrowed, not taken out of the map: a customer listed twice is answered
-                // twice from the same events.
-                let events = grouped.get(customer).map_or(&[][..], Vec::as_slice);
-                results.push(compute_usage(&spec, events, &query)?);
-            }
-            Ok(results)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("usage task failed: {e}")))?
     }
 }

@@ -34,9 +34,13 @@ async fn memory_store() -> (DuckEventStore, ()) {
 }
 
 mod duckdb_file {
-    odometer_store::event_store_conformance_tests!(super::file_store, reopen = super::reopen);
+    odometer_store::event_store_conformance_tests!(
+        super::file_store,
+        reopen = super::reopen,
+        index
+    );
 }
 
 mod duckdb_memory {
-    odometer_store::event_store_conformance_tests!(super::memory_store);
+    odometer_store::event_store_conformance_tests!(super::memory_store, index);
 }

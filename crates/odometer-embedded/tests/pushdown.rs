@@ -203,7 +203,7 @@ async fn pushed_down_usage_equals_the_reference_engine_for_every_pushable_shape(
     }
     assert_eq!(
         store.usage_paths(),
-        UsagePaths { pushed_down: asked, reference: 0, pushdown_errors: 0 },
+        UsagePaths { index: 0, pushed_down: asked, reference: 0, pushdown_errors: 0 },
         "every question of these shapes is answered by DuckDB"
     );
 }
@@ -266,7 +266,12 @@ async fn questions_the_slots_cannot_answer_exactly_go_to_the_reference_engine() 
     assert_matches_reference(&store, org, &all, &distinct, &q).await;
     assert_eq!(
         store.usage_paths(),
-        UsagePaths { pushed_down: 2, reference: expected_reference + 2, pushdown_errors: 0 }
+        UsagePaths {
+            index: 0,
+            pushed_down: 2,
+            reference: expected_reference + 2,
+            pushdown_errors: 0
+        }
     );
 }
 

@@ -45,6 +45,98 @@ impl UsageQueryError {
     }
 }
 
+/// How a usage answer was computed: the answer says which path was used (a field or a
+/// response header of each surface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsagePath {
+    /// From the usage index's precomputed state; with `edges`, the buckets at a period's or a
+    /// window's edges that do not start on the 15-minute grid were read from the events.
+    Index { edges: bool },
+    /// From the stored events, and why not from the index.
+    Events(EventsReason),
+}
+
+impl UsagePath {
+    /// `index`, `index+edges` or `events; reason=...`: the value of the native API's
+    /// `odometer-usage-path` header.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Index { edges: false } => "index".to_owned(),
+            Self::Index { edges: true } => "index+edges".to_owned(),
+            Self::Events(reason) => format!("events; reason={}", reason.as_str()),
+        }
+    }
+
+    pub fn is_index(&self) -> bool {
+        matches!(self, Self::Index { .. })
+    }
+}
+
+/// Why a usage question was answered from the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventsReason {
+    /// The store keeps no state for this definition (not a current metric revision, or a
+    /// store without an index).
+    NotIndexed,
+    /// The state of this definition is being built from the stored events.
+    Building,
+    /// The caller asked for the events path.
+    Requested,
+    /// `custom_sql` metrics are always computed from the events.
+    CustomSql,
+    /// `as_of` is before the newest ingestion the state holds.
+    AsOf,
+    /// Too many window boundaries lie inside 15-minute buckets (minute windows).
+    Unaligned,
+    /// `unique_count` with `remove` operations.
+    Removals,
+    /// Values too large for the state to guarantee exact sums.
+    Inexact,
+}
+
+impl EventsReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotIndexed => "not_indexed",
+            Self::Building => "building",
+            Self::Requested => "requested",
+            Self::CustomSql => "custom_sql",
+            Self::AsOf => "as_of",
+            Self::Unaligned => "unaligned_windows",
+            Self::Removals => "removals",
+            Self::Inexact => "inexact",
+        }
+    }
+}
+
+/// One customer's usage and how it was computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageAnswer {
+    pub result: UsageResult,
+    pub path: UsagePath,
+}
+
+/// Which paths a usage question may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathChoice {
+    /// The index where it answers exactly, else the events.
+    #[default]
+    Any,
+    /// The stored events only (the conformance suite compares both paths).
+    Events,
+}
+
+/// Where the usage index stands for one metric definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexStatus {
+    /// No state is kept for it.
+    NotIndexed,
+    /// Being built from the stored events: `events` folded so far, of about `of`.
+    Building { events: u64, of: u64 },
+    /// Complete and kept up to date at every append: `events` folded in `cells` cells.
+    Complete { events: u64, cells: u64 },
+}
+
 /// Where accepted events are kept and usage is computed.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -101,6 +193,49 @@ pub trait EventStore: Send + Sync + 'static {
         spec: &MetricSpec,
         query: &UsageQuery,
     ) -> Result<Vec<UsageResult>, UsageQueryError>;
+
+    /// Usage of several customers, each answer with the path that computed it. `choice`
+    /// restricts the paths; answers are equal whichever path computes them. The default is
+    /// for stores without an index: [`EventStore::usage_of_customers`], from the events.
+    async fn usage_answers(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+        choice: PathChoice,
+    ) -> Result<Vec<UsageAnswer>, UsageQueryError> {
+        let reason = match choice {
+            PathChoice::Any => EventsReason::NotIndexed,
+            PathChoice::Events => EventsReason::Requested,
+        };
+        let results = self.usage_of_customers(org, customers, spec, query).await?;
+        let path = UsagePath::Events(reason);
+        Ok(results.into_iter().map(|result| UsageAnswer { result, path }).collect())
+    }
+
+    /// The metric definitions the usage index keeps state for in `org`: the current revision
+    /// of each metric that is not deleted. Replaces the previous set: states of definitions no
+    /// longer listed are dropped, new ones are built from the stored events in the background
+    /// (their questions are answered from the events until then). Definitions that differ
+    /// only in name, description, unit conversion or rounding share one state. Returns at
+    /// once. The default (a store without an index) keeps nothing.
+    async fn index_definitions(
+        &self,
+        _org: OrganizationId,
+        _specs: &[MetricSpec],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Where the usage index stands for one definition.
+    async fn index_status(
+        &self,
+        _org: OrganizationId,
+        _spec: &MetricSpec,
+    ) -> Result<IndexStatus, StoreError> {
+        Ok(IndexStatus::NotIndexed)
+    }
 
     /// One customer's events of one code with `from <= timestamp < to` (from the first when
     /// `from` is `None`), in ingestion order: what pricing reads event by event. The default

@@ -15,6 +15,7 @@ pub mod plans;
 pub mod preview;
 pub mod subscriptions;
 pub mod tenants;
+pub mod usage_index;
 pub mod usage_tables;
 
 pub use catalog::{
@@ -22,4 +23,7 @@ pub use catalog::{
     NewApiKey, Page, PlanListParams, SubscriptionListParams, SubscriptionUpdate,
 };
 pub use error::{Entity, StoreError};
-pub use events::{EventListParams, EventStore, UsageQueryError};
+pub use events::{
+    EventListParams, EventStore, EventsReason, IndexStatus, PathChoice, UsageAnswer, UsagePath,
+    UsageQueryError,
+};

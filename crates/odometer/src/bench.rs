@@ -3,6 +3,7 @@
 //! native batch endpoint with several concurrent connections, runs the query suite, and prints
 //! one table plus a JSON file.
 
+mod duckdb;
 mod workload;
 
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// Where to write the JSON results
     #[arg(long, default_value = "bench-results.json")]
     pub output: PathBuf,
+    /// Also measure DuckDB itself on the same events: the script (`scripts/bench-duckdb`) is
+    /// given them as CSV and answers its load rate and query times as JSON
+    #[arg(long)]
+    pub duckdb_script: Option<PathBuf>,
 }
 
 /// A running instance: its address, key, and the handle that stops it.
@@ -51,12 +56,17 @@ struct Instance {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start_instance(dir: &std::path::Path) -> anyhow::Result<(Instance, Arc<SqliteCatalog>)> {
+/// A running instance on `dir`, as `odometer serve` starts it (the usage index told every
+/// current metric definition).
+async fn start_instance(
+    dir: &std::path::Path,
+) -> anyhow::Result<(Instance, Arc<SqliteCatalog>, Arc<DuckEventStore>)> {
     let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).await?);
     let events = Arc::new(DuckEventStore::open(&dir.join("events.duckdb")).await?);
+    odometer_store::usage_index::sync_all(catalog.as_ref(), events.as_ref()).await?;
     let state = AppState {
         catalog: catalog.clone() as Arc<dyn Catalog>,
-        events: events as Arc<dyn EventStore>,
+        events: events.clone() as Arc<dyn EventStore>,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -71,7 +81,7 @@ async fn start_instance(dir: &std::path::Path) -> anyhow::Result<(Instance, Arc<
             tracing::error!(%err, "bench server failed");
         }
     });
-    Ok((Instance { base, shutdown, task }, catalog))
+    Ok((Instance { base, shutdown, task }, catalog, events))
 }
 
 /// Peak resident memory of this process, in bytes (Linux).
@@ -104,6 +114,7 @@ async fn time_query(
     let mut samples = Vec::with_capacity(repeats);
     let mut last = Value::Null;
     for run in 0..repeats + 2 {
+        // (The first two are warm-ups.)
         let started = Instant::now();
         let response = http.get(url).bearer_auth(key).send().await?;
         let status = response.status();
@@ -150,6 +161,83 @@ async fn invoice_run(
     Ok((started.elapsed(), customers))
 }
 
+/// The answer's total and how it was computed.
+fn total_and_path(answer: &Value) -> (Value, String) {
+    (
+        answer["windows"][0]["total"].clone(),
+        answer["answered_from"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Sends a JSON request and answers the JSON body, failing on a status that is not success.
+async fn send_json(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// What the rebuild measurement found.
+struct Rebuild {
+    /// From the update's answer until q1 was first answered from the new revision's state.
+    millis: f64,
+    /// q1 answers while the state was being built (all from the events, all the new
+    /// revision's numbers).
+    answers_while_building: usize,
+    slowest_while_building_ms: f64,
+}
+
+/// Updates `api_calls` with a new filter, then asks q1 again and again: every answer must be
+/// the new revision's (what the preview computed from the events before the update), until
+/// one comes from the new revision's state.
+async fn measure_rebuild(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    customer: &str,
+    period: &str,
+) -> anyhow::Result<Rebuild> {
+    let patch =
+        json!({"filters": [{"property": "region", "op": "in", "values": ["eu-west", "us-east"]}]});
+    let preview = send_json(http.post(format!("{base}/v1/metrics/api_calls/preview")).bearer_auth(key).json(&json!({
+        "patch": patch, "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "customers": [customer],
+    })))
+    .await
+    .context("preview of the update")?;
+    let expected = preview["results"][0]["proposed"].clone();
+    send_json(http.patch(format!("{base}/v1/metrics/api_calls")).bearer_auth(key).json(&patch))
+        .await
+        .context("the update")?;
+    let updated = Instant::now();
+    let url = format!("{base}/v1/usage?metric=api_calls&customer={customer}&{period}");
+    let mut answers_while_building = 0;
+    let mut slowest = Duration::ZERO;
+    loop {
+        let asked = Instant::now();
+        let answer = send_json(http.get(&url).bearer_auth(key)).await?;
+        let took = asked.elapsed();
+        let (total, path) = total_and_path(&answer);
+        if total != expected {
+            bail!("after the update q1 answered {total} ({path}), the new revision's total is {expected}");
+        }
+        if path.starts_with("index") {
+            return Ok(Rebuild {
+                millis: updated.elapsed().as_secs_f64() * 1000.0,
+                answers_while_building,
+                slowest_while_building_ms: slowest.as_secs_f64() * 1000.0,
+            });
+        }
+        answers_while_building += 1;
+        slowest = slowest.max(took);
+        if updated.elapsed() > Duration::from_secs(600) {
+            bail!("the new revision's state was not complete after 10 minutes");
+        }
+    }
+}
+
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.batch_size == 0
         || args.batch_size > 10_000
@@ -161,15 +249,16 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let workload = Arc::new(Workload::new(args.events, args.customers, args.seed));
     eprintln!(
-        "bench: {} events, {} customers, seed {}, in {}",
+        "bench: {} events, {} customers, seed {}, in {} ({} build)",
         args.events,
         args.customers,
         args.seed,
-        dir.path().display()
+        dir.path().display(),
+        if cfg!(debug_assertions) { "dev" } else { "release" }
     );
 
     // Setup (not timed): an organization, its customers and the metrics.
-    let (instance, catalog) = start_instance(dir.path()).await?;
+    let (instance, catalog, events) = start_instance(dir.path()).await?;
     let bootstrap = tenants::create_organization(catalog.as_ref(), "bench").await?;
     let org = bootstrap.organization.id;
     let key = bootstrap.secret;
@@ -196,6 +285,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create a metric: {e}"))?;
     }
+    // As the API does after a metric changes: the index keeps state for each of them.
+    odometer_store::usage_index::sync_organization(catalog.as_ref(), events.as_ref(), org).await?;
     eprintln!("bench: setup took {:.1} s", setup.elapsed().as_secs_f64());
 
     // Ingest over HTTP.
@@ -217,11 +308,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 if b >= batches {
                     return Ok::<(), anyhow::Error>(());
                 }
-                let body = json!({ "events": workload.batch(b, batch_size) });
+                let body = serde_json::to_vec(&json!({ "events": workload.batch(b, batch_size) }))?;
                 let response = http
                     .post(format!("{base}/v1/events"))
                     .bearer_auth(&key)
-                    .json(&body)
+                    .header("content-type", "application/json")
+                    .body(body)
                     .send()
                     .await?;
                 let status = response.status();
@@ -258,8 +350,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let ingest_rate = accepted as f64 / ingest_secs;
     let peak_rss = peak_rss_bytes();
+    let drain = Instant::now();
+    events.flush().await?;
+    let drain_ms = drain.elapsed().as_secs_f64() * 1000.0;
     eprintln!(
-        "bench: ingest {accepted} events ({duplicates} duplicates answered) in {ingest_secs:.1} s"
+        "bench: ingest {accepted} events ({duplicates} duplicates answered) in {ingest_secs:.1} s; \
+         DuckDB held them all {drain_ms:.0} ms later"
     );
 
     // The query suite.
@@ -269,7 +365,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let url = |metric: &str, customer: &str| {
         format!("{}/v1/usage?metric={metric}&customer={customer}&{period}", instance.base)
     };
-    let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+    let mut rows: Vec<(&str, f64, f64, String)> = Vec::new();
     let mut answers = serde_json::Map::new();
     for (name, metric, customer) in [
         ("q1", "api_calls", &mid),
@@ -280,8 +376,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     ] {
         let (timing, answer) =
             time_query(&http, &url(metric, customer), &key, args.repeats).await?;
-        answers.insert(name.to_owned(), answer["windows"][0]["total"].clone());
-        rows.push((name, timing.p50_ms, timing.p99_ms));
+        let (total, path) = total_and_path(&answer);
+        answers.insert(name.to_owned(), total);
+        rows.push((name, timing.p50_ms, timing.p99_ms, path));
     }
     let mut q3_samples = Vec::new();
     let mut q3_customers = 0;
@@ -293,21 +390,40 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     q3_samples.sort();
     let q3_ms = percentile(&q3_samples, 0.5);
 
-    // Cold start: stop, reopen the same directory, time until the first correct q1.
-    let expected_q1 = answers.get("q1").cloned().unwrap_or(Value::Null);
+    let rebuild = measure_rebuild(&http, &instance.base, &key, &mid, period).await?;
+    eprintln!(
+        "bench: rebuild after the update took {:.0} ms ({} answers from the events meanwhile, slowest {:.1} ms)",
+        rebuild.millis, rebuild.answers_while_building, rebuild.slowest_while_building_ms
+    );
+    let rebuilt_q1 =
+        total_and_path(&send_json(http.get(url("api_calls", &mid)).bearer_auth(&key)).await?).0;
+
+    // Cold start: stop (the store writes its snapshot), reopen the same directory, time until
+    // the first correct q1.
     let _ = instance.shutdown.send(());
     instance.task.await?;
     drop(catalog);
+    let closing = Instant::now();
+    drop(events);
+    let close_ms = closing.elapsed().as_secs_f64() * 1000.0;
     let cold = Instant::now();
-    let (instance, _catalog) = start_instance(dir.path()).await?;
-    let first_url = format!("{}/v1/usage?metric=api_calls&customer={mid}&{period}", instance.base);
-    let first: Value = http.get(first_url).bearer_auth(&key).send().await?.json().await?;
+    let (instance, _catalog, _events) = start_instance(dir.path()).await?;
+    let first = send_json(http.get(url("api_calls", &mid)).bearer_auth(&key)).await?;
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
-    if first["windows"][0]["total"] != expected_q1 {
-        bail!("after the restart q1 answered {first}, expected total {expected_q1}");
+    let (cold_total, cold_path) = total_and_path(&first);
+    if cold_total != rebuilt_q1 {
+        bail!("after the restart q1 answered {first}, expected total {rebuilt_q1}");
     }
     let _ = instance.shutdown.send(());
     instance.task.await?;
+    drop(_events);
+
+    let duckdb = match &args.duckdb_script {
+        Some(script) => {
+            Some(duckdb::compare(script, &workload, dir.path(), &mid, &big, args.repeats).await?)
+        }
+        None => None,
+    };
 
     // The table, and the JSON file.
     let bar = |name: &str| match name {
@@ -318,80 +434,122 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "q2-big" => (30.0, 5.0),
         _ => (f64::NAN, f64::NAN),
     };
-    let verdict = |value: f64, first_bar: f64, lower_is_better: bool| {
-        let meets = if lower_is_better { value <= first_bar } else { value >= first_bar };
-        if meets {
-            "meets first bar"
+    let verdict = |value: f64, (first_bar, goal): (f64, f64), lower_is_better: bool| {
+        let meets = |bar: f64| if lower_is_better { value <= bar } else { value >= bar };
+        if meets(goal) {
+            "meets the goal"
+        } else if meets(first_bar) {
+            "meets the first bar"
         } else {
-            "below first bar"
+            "below the first bar"
         }
+    };
+    let duck = |name: &str| -> String {
+        duckdb
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
     };
     println!();
     println!(
-        "odometer bench: {} events, {} customers, seed {}, {} connections, batches of {}",
-        args.events, args.customers, args.seed, args.connections, args.batch_size
+        "odometer bench: {} events, {} customers, seed {}, {} connections, batches of {}, {} build",
+        args.events,
+        args.customers,
+        args.seed,
+        args.connections,
+        args.batch_size,
+        if cfg!(debug_assertions) { "dev" } else { "release" }
     );
-    println!("{:<30} {:>14} {:>12} {:>10}  status", "figure", "measured", "first bar", "goal");
     println!(
-        "{:<30} {:>14.0} {:>12} {:>10}  {}",
+        "{:<30} {:>12} {:>10} {:>10} {:>8}  {:<12} status",
+        "figure", "measured", "first bar", "goal", "duckdb", "answered"
+    );
+    println!(
+        "{:<30} {:>12.0} {:>10} {:>10} {:>8}  {:<12} {}",
         "ingest, events/s",
         ingest_rate,
         "100000",
         "1000000",
-        verdict(ingest_rate, 100_000.0, false)
+        duck("load_events_per_second"),
+        "",
+        verdict(ingest_rate, (100_000.0, 1_000_000.0), false)
     );
-    for (name, p50, p99) in &rows {
+    for (name, p50, p99, path) in &rows {
         let (first_bar, goal) = bar(name);
         println!(
-            "{:<30} {:>14.2} {:>12} {:>10}  {}",
+            "{:<30} {:>12.2} {:>10} {:>10} {:>8}  {:<12} {}",
             format!("{name} p99 ms (p50 {p50:.2})"),
             p99,
             first_bar,
             goal,
-            verdict(*p99, first_bar, true)
+            duck(&format!("{name}_p99_ms")),
+            path,
+            verdict(*p99, (first_bar, goal), true)
         );
     }
     println!(
-        "{:<30} {:>14.1} {:>12} {:>10}  {}",
-        format!("q3 invoice run ms ({q3_customers} customers)"),
+        "{:<30} {:>12.1} {:>10} {:>10} {:>8}  {:<12} {}",
+        format!("q3 invoice run ms ({q3_customers})"),
         q3_ms,
         "200",
         "10",
-        verdict(q3_ms, 200.0, true)
+        duck("q3_ms"),
+        "",
+        verdict(q3_ms, (200.0, 10.0), true)
     );
     println!(
-        "{:<30} {:>14.1} {:>12} {:>10}  {}",
+        "{:<30} {:>12.0} {:>10} {:>10} {:>8}  {:<12} {}",
+        "rebuild after an update, ms",
+        rebuild.millis,
+        "30000",
+        "2000",
+        "-",
+        "",
+        verdict(rebuild.millis, (30_000.0, 2_000.0), true)
+    );
+    println!(
+        "{:<30} {:>12.1} {:>10} {:>10} {:>8}  {:<12} {}",
         "cold start to first q1, ms",
         cold_ms,
         "5000",
         "500",
-        verdict(cold_ms, 5000.0, true)
+        "-",
+        cold_path,
+        verdict(cold_ms, (5000.0, 500.0), true)
     );
     if let Some(rss) = peak_rss {
         let gib = rss as f64 / (1u64 << 30) as f64;
         println!(
-            "{:<30} {:>14.2} {:>12} {:>10}  {}",
+            "{:<30} {:>12.2} {:>10} {:>10} {:>8}  {:<12} {}",
             "peak resident memory, GiB",
             gib,
             "4",
             "1",
-            verdict(gib, 4.0, true)
+            "-",
+            "",
+            verdict(gib, (4.0, 1.0), true)
         );
     }
     println!(
-        "{:<30} {:>14} {:>12} {:>10}  no precomputed state yet",
-        "rebuild after an update", "n/a", "30 s", "2 s"
+        "(DuckDB held every event {drain_ms:.0} ms after the last acknowledgement; closing wrote the snapshot in {close_ms:.0} ms)"
     );
 
     let results = json!({
+        "build": if cfg!(debug_assertions) { "dev" } else { "release" },
         "events": args.events, "customers": args.customers, "seed": args.seed,
         "connections": args.connections, "batch_size": args.batch_size, "repeats": args.repeats,
-        "ingest": {"seconds": ingest_secs, "events_per_second": ingest_rate, "duplicates_answered": duplicates},
-        "queries_ms": rows.iter().map(|(n, p50, p99)| (n.to_string(), json!({"p50": p50, "p99": p99}))).collect::<serde_json::Map<_, _>>(),
+        "ingest": {"seconds": ingest_secs, "events_per_second": ingest_rate, "duplicates_answered": duplicates,
+                   "columnarized_after_ms": drain_ms},
+        "queries_ms": rows.iter().map(|(n, p50, p99, path)| (n.to_string(), json!({"p50": p50, "p99": p99, "answered_from": path}))).collect::<serde_json::Map<_, _>>(),
         "q3_invoice_run_ms": q3_ms, "q3_customers": q3_customers,
-        "cold_start_ms": cold_ms,
+        "rebuild_ms": rebuild.millis, "rebuild_answers_while_building": rebuild.answers_while_building,
+        "rebuild_slowest_answer_ms": rebuild.slowest_while_building_ms,
+        "close_ms": close_ms,
+        "cold_start_ms": cold_ms, "cold_start_answered_from": cold_path,
         "peak_rss_bytes": peak_rss,
         "answers": answers,
+        "duckdb": duckdb,
     });
     std::fs::write(&args.output, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("cannot write {}", args.output.display()))?;

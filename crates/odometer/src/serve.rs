@@ -24,6 +24,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     tracing::info!(address = %local, data_dir = %config.data_dir().display(), "odometer is listening");
     eprintln!("odometer listening on http://{local} (data in {})", config.data_dir().display());
     let events = open_event_store(config).await?;
+    // The usage index keeps state for every current metric definition: those it does not have
+    // yet (after a crash, or metrics changed offline) are built in the background.
+    odometer_store::usage_index::sync_all(catalog.as_ref(), events.as_ref())
+        .await
+        .context("cannot give the usage index the metric definitions")?;
     let state =
         AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
     axum::serve(listener, odometer_api::app(state))

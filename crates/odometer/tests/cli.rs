@@ -102,14 +102,27 @@ fn serve_prints_a_key_once_and_the_key_drives_the_metric_lifecycle() {
     assert_eq!((status, gone["error"]["code"].as_str()), (404, Some("metric_not_found")));
     drop(server);
 
-    // The keys on disk are hashes: the secret appears nowhere in the data directory.
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        assert!(
-            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
-            "the key is stored in clear"
-        );
+    // The keys on disk are hashes: the secret appears nowhere in the data directory (nor in
+    // the events log's folder).
+    let mut folders = vec![data.clone()];
+    let mut files = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "the key is stored in clear in {}",
+                path.display()
+            );
+        }
     }
+    assert!(files >= 3, "the catalog, the events database and its log were read");
 }
 
 /// Whether the command succeeded, with its standard output and error.

@@ -48,6 +48,7 @@ pub async fn create(State(state): State<AppState>, tenant: LagoTenant, body: Lag
     let metric = create_metric(state.catalog.as_ref(), tenant.organization_id, &definition)
         .await
         .map_err(metric_error)?;
+    state.metrics_changed(tenant.organization_id).await;
     Ok(one(&metric, true))
 }
 
@@ -112,6 +113,7 @@ pub async fn update(
     let metric = update_metric(state.catalog.as_ref(), org, &current.id.to_string(), &patch)
         .await
         .map_err(metric_error)?;
+    state.metrics_changed(org).await;
     Ok(one(&metric, true))
 }
 
@@ -123,6 +125,7 @@ pub async fn destroy(
     let metric = delete_metric(state.catalog.as_ref(), tenant.organization_id, &code)
         .await
         .map_err(metric_error)?;
+    state.metrics_changed(tenant.organization_id).await;
     Ok(one(&metric, true))
 }
 

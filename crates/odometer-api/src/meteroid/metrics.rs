@@ -138,6 +138,7 @@ pub async fn create(
     let mut metric = Metric::new(org, spec, time::now());
     metric.id = id;
     state.catalog.create_metric(&metric).await?;
+    state.metrics_changed(org).await;
     let view = metric_view(&metric)
         .ok_or_else(|| MeteroidError::internal("a created metric has no Meteroid view"))?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -169,6 +170,7 @@ pub async fn update(
     }
     let updated =
         update_metric(state.catalog.as_ref(), org, &metric.id.to_string(), &patch).await?;
+    state.metrics_changed(org).await;
     let view = metric_view(&updated).ok_or_else(|| {
         MeteroidError::bad_request("the update leaves a metric Meteroid cannot describe")
     })?;

@@ -327,4 +327,13 @@ pub struct UsageDto {
     pub as_of: Option<String>,
     pub group_by: Vec<String>,
     pub windows: Vec<UsageWindowDto>,
+    /// How the answer was computed: `index` (the usage index's precomputed state),
+    /// `index+edges` (the state, with the buckets at the period's or windows' edges that are
+    /// not on the 15-minute grid read from the events) or `events` (the stored events).
+    #[schema(example = "index")]
+    pub answered_from: String,
+    /// Why the answer comes from the events (`building`, `as_of`, `not_indexed`,
+    /// `unaligned_windows`, `removals`, `inexact`, `custom_sql`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_reason: Option<String>,
 }

@@ -4,9 +4,9 @@
 use odometer_core::event::StoredEvent;
 use odometer_core::metric::{Aggregation, FieldChange, Filter, Segmentation};
 use odometer_core::time::format_micros;
-use odometer_core::usage::{GroupUsage, Segment, UsageQuery, UsageResult};
+use odometer_core::usage::{GroupUsage, Segment, UsageQuery};
 use odometer_core::{Customer, Metric, MetricRevision, MetricSpec, Organization};
-use odometer_store::Page;
+use odometer_store::{Page, UsageAnswer, UsagePath};
 use serde_json::Value;
 
 use super::dto::{
@@ -181,7 +181,13 @@ pub struct UsageHeader<'a> {
     pub query: &'a UsageQuery,
 }
 
-pub fn usage(header: &UsageHeader<'_>, customer: &str, result: &UsageResult) -> UsageDto {
+pub fn usage(header: &UsageHeader<'_>, customer: &str, answer: &UsageAnswer) -> UsageDto {
+    let result = &answer.result;
+    let (answered_from, events_reason) = match answer.path {
+        UsagePath::Index { edges: false } => ("index", None),
+        UsagePath::Index { edges: true } => ("index+edges", None),
+        UsagePath::Events(reason) => ("events", Some(reason.as_str().to_owned())),
+    };
     let spec_keys: Vec<String> = header
         .spec
         .segmentation
@@ -217,6 +223,8 @@ pub fn usage(header: &UsageHeader<'_>, customer: &str, result: &UsageResult) -> 
                     .collect(),
             })
             .collect(),
+        answered_from: answered_from.to_owned(),
+        events_reason,
     }
 }
 

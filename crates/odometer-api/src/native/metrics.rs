@@ -45,6 +45,7 @@ pub async fn create_metric(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<MetricDto>), ApiError> {
     let metric = ops::create_metric(state.catalog.as_ref(), tenant.organization_id, &body).await?;
+    state.metrics_changed(tenant.organization_id).await;
     Ok((StatusCode::CREATED, Json(mapping::metric(&metric))))
 }
 
@@ -116,6 +117,7 @@ pub async fn update_metric(
     let metric =
         ops::update_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code, &patch)
             .await?;
+    state.metrics_changed(tenant.organization_id).await;
     Ok(Json(mapping::metric(&metric)))
 }
 
@@ -135,6 +137,7 @@ pub async fn delete_metric(
 ) -> Result<Json<MetricDto>, ApiError> {
     let metric =
         ops::delete_metric(state.catalog.as_ref(), tenant.organization_id, &id_or_code).await?;
+    state.metrics_changed(tenant.organization_id).await;
     Ok(Json(mapping::metric(&metric)))
 }
 

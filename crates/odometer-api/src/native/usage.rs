@@ -2,14 +2,14 @@
 //! in a period, per window and group (semantics sections 4 and 5).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use odometer_core::intake::parse_timestamp;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use odometer_core::{Metric, MetricSpec};
 use odometer_store::metrics::{find_metric, spec_at};
-use odometer_store::{CustomerListParams, UsageQueryError};
+use odometer_store::{CustomerListParams, PathChoice, UsageAnswer, UsageQueryError};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -89,7 +89,8 @@ async fn revision_for(
 /// "next_cursor"}` over the organization's customers.
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageParams),
     responses(
-        (status = 200, description = "one customer's usage (with `customer`); every customer's, paginated, without", body = UsageDto),
+        (status = 200, description = "one customer's usage (with `customer`); every customer's, paginated, without", body = UsageDto,
+            headers(("odometer-usage-path" = String, description = "how the answer was computed: `index`, `index+edges`, `events; reason=...`, or `mixed` for a page whose answers differ (see each `answered_from`)"))),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "`invalid_period`, `unknown_group_key`, `too_many_groups`, `too_many_windows`, `invalid_timezone`, ...", body = ErrorBody),
@@ -99,7 +100,7 @@ pub async fn get_usage(
     tenant: Tenant,
     State(state): State<AppState>,
     QueryParams(params): QueryParams<UsageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<([(HeaderName, HeaderValue); 1], Json<Value>), ApiError> {
     let from = instant("from", &params.from)?;
     let to = instant("to", &params.to)?;
     let as_of = params.as_of.as_deref().map(|t| instant("as_of", t)).transpose()?;
@@ -148,13 +149,18 @@ pub async fn get_usage(
         }
         // An unknown customer is a 404, not an empty answer.
         state.catalog.get_customer(tenant.organization_id, &customer).await?;
-        let result = state
+        let customers = [customer];
+        let answers = state
             .events
-            .usage(tenant.organization_id, &customer, &spec, &query)
+            .usage_answers(tenant.organization_id, &customers, &spec, &query, PathChoice::Any)
             .await
             .map_err(usage_error)?;
-        let dto: UsageDto = mapping::usage(&header, &customer, &result);
-        return Ok(Json(serde_json::to_value(dto).map_err(|e| ApiError::internal(e.to_string()))?));
+        let answer = answers
+            .first()
+            .ok_or_else(|| ApiError::internal("the event store answered no usage"))?;
+        let dto: UsageDto = mapping::usage(&header, &customers[0], answer);
+        let body = serde_json::to_value(dto).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok((path_header(&answers), Json(body)));
     }
     let page = state
         .catalog
@@ -168,16 +174,31 @@ pub async fn get_usage(
         )
         .await?;
     let customers: Vec<String> = page.items.iter().map(|c| c.spec.external_id.clone()).collect();
-    let results = state
+    let answers = state
         .events
-        .usage_of_customers(tenant.organization_id, &customers, &spec, &query)
+        .usage_answers(tenant.organization_id, &customers, &spec, &query, PathChoice::Any)
         .await
         .map_err(usage_error)?;
     let data: Vec<UsageDto> = customers
         .iter()
-        .zip(&results)
-        .map(|(customer, result)| mapping::usage(&header, customer, result))
+        .zip(&answers)
+        .map(|(customer, answer)| mapping::usage(&header, customer, answer))
         .collect();
     let list = ListDto { data, next_cursor: page.next_cursor };
-    Ok(Json(serde_json::to_value(list).map_err(|e| ApiError::internal(e.to_string()))?))
+    let body = serde_json::to_value(list).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((path_header(&answers), Json(body)))
+}
+
+/// The response header naming how the answers were computed: the one path they share, or
+/// `mixed` (each answer's `answered_from` says).
+pub const USAGE_PATH_HEADER: &str = "odometer-usage-path";
+
+fn path_header(answers: &[UsageAnswer]) -> [(HeaderName, HeaderValue); 1] {
+    let text = match answers.split_first() {
+        None => "none".to_owned(),
+        Some((first, rest)) if rest.iter().all(|a| a.path == first.path) => first.path.describe(),
+        Some(_) => "mixed".to_owned(),
+    };
+    let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("mixed"));
+    [(HeaderName::from_static(USAGE_PATH_HEADER), value)]
 }

@@ -267,9 +267,11 @@ fn canonical_list(values: &[String]) -> Listed {
 fn compile_matrix(segmentation: Option<&Segmentation>) -> Matrix {
     match segmentation {
         None => Matrix::None,
-        Some(Segmentation::Single { key, values, unmatched }) => {
-            Matrix::Single { key: key.clone(), values: canonical_list(values), unmatched: *unmatched }
-        }
+        Some(Segmentation::Single { key, values, unmatched }) => Matrix::Single {
+            key: key.clone(),
+            values: canonical_list(values),
+            unmatched: *unmatched,
+        },
         Some(Segmentation::Double { dimension1, dimension2, unmatched }) => Matrix::Double {
             key1: dimension1.key.clone(),
             values1: canonical_list(&dimension1.values),

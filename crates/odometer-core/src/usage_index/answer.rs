@@ -50,7 +50,11 @@ enum Acc {
     Unique(IdSet),
     /// `level`: at the window's start (carried for recurring metrics); `change`: the changes
     /// inside the window; `area`: Σ change × (window end - change time).
-    Weighted { level: Decimal, change: Decimal, area: Decimal },
+    Weighted {
+        level: Decimal,
+        change: Decimal,
+        area: Decimal,
+    },
 }
 
 fn overflow<T>(value: Option<T>) -> Result<T, UsageError> {

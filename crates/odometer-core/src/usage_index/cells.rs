@@ -56,9 +56,9 @@ impl Accs {
             | AggregationType::Max => Self::Decimals(Vec::new()),
             AggregationType::Latest => Self::Latest(Vec::new()),
             AggregationType::WeightedSum => Self::Weighted(Vec::new()),
-            AggregationType::Count
-            | AggregationType::UniqueCount
-            | AggregationType::CustomSql => Self::Counts,
+            AggregationType::Count | AggregationType::UniqueCount | AggregationType::CustomSql => {
+                Self::Counts
+            }
         }
     }
 

@@ -19,6 +19,7 @@
 //! [`UsageError`]: odometer_core::usage::UsageError
 
 mod appends;
+mod index;
 mod reads;
 mod reopen;
 mod streams;
@@ -47,13 +48,18 @@ pub use appends::{
     repeats_within_one_batch_are_compared_with_the_earlier_event,
     the_key_includes_customer_and_organization,
 };
+pub use index::{
+    an_update_is_answered_as_the_new_revision_while_its_state_builds, answer_of,
+    as_of_in_the_past_is_answered_from_the_events, index_states_are_built_then_answer,
+    presentation_changes_reuse_the_state, the_index_keeps_up_with_appends, wait_until_indexed,
+};
 pub use reads::{
     customer_events_are_one_customer_and_code_in_ingestion_order,
     event_lists_filter_by_customer_code_and_time, event_lists_page_in_sequence_order,
     invalid_event_cursors_are_rejected, other_organizations_events_are_never_seen,
     stored_events_are_read_back_by_key,
 };
-pub use reopen::a_reopened_store_keeps_every_event;
+pub use reopen::{a_reopened_store_keeps_every_event, the_index_survives_a_reopen};
 pub use streams::event_streams_match_the_reference;
 pub use usage::{
     usage_as_of_hides_events_ingested_later, usage_errors_match_the_reference,
@@ -76,6 +82,10 @@ pub use usage::{
 /// `async fn(S, G) -> (S, G)` that drops the store and opens the same data again (keeping or
 /// passing on the guard). That adds [`a_reopened_store_keeps_every_event`].
 ///
+/// A backend with a usage index adds `index` (last): the index tests of [`index`], and the
+/// property test then also requires that a good share of its questions were answered from the
+/// index (with `reopen`, also [`the_index_survives_a_reopen`]).
+///
 /// ```text
 /// async fn file_store() -> (DuckEventStore, tempfile::TempDir) {
 ///     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +99,7 @@ pub use usage::{
 /// }
 ///
 /// mod duckdb_file {
-///     odometer_store::event_store_conformance_tests!(super::file_store, reopen = super::reopen);
+///     odometer_store::event_store_conformance_tests!(super::file_store, reopen = super::reopen, index);
 /// }
 /// ```
 #[macro_export]
@@ -103,7 +113,7 @@ macro_rules! event_store_conformance_tests {
             }
         )*
     };
-    ($make:expr) => {
+    (@common $make:expr) => {
         $crate::event_store_conformance_tests!(@tests $make;
             appends_answer_as_the_reference_log,
             appends_number_events_per_organization_from_1,
@@ -124,14 +134,32 @@ macro_rules! event_store_conformance_tests {
             usage_of_customers_answers_in_the_order_given,
             usage_errors_match_the_reference,
         );
+    };
+    ($make:expr) => {
+        $crate::event_store_conformance_tests!(@common $make);
 
         #[test]
         fn event_streams_match_the_reference() {
-            $crate::conformance::events::event_streams_match_the_reference($make);
+            $crate::conformance::events::event_streams_match_the_reference($make, false);
         }
     };
-    ($make:expr, reopen = $reopen:expr) => {
-        $crate::event_store_conformance_tests!($make);
+    ($make:expr, index) => {
+        $crate::event_store_conformance_tests!(@common $make);
+        $crate::event_store_conformance_tests!(@tests $make;
+            index_states_are_built_then_answer,
+            the_index_keeps_up_with_appends,
+            an_update_is_answered_as_the_new_revision_while_its_state_builds,
+            presentation_changes_reuse_the_state,
+            as_of_in_the_past_is_answered_from_the_events,
+        );
+
+        #[test]
+        fn event_streams_match_the_reference() {
+            $crate::conformance::events::event_streams_match_the_reference($make, true);
+        }
+    };
+    ($make:expr, reopen = $reopen:expr $(, $index:ident)?) => {
+        $crate::event_store_conformance_tests!($make $(, $index)?);
 
         #[tokio::test]
         async fn a_reopened_store_keeps_every_event() {
@@ -139,6 +167,16 @@ macro_rules! event_store_conformance_tests {
             $crate::conformance::events::a_reopened_store_keeps_every_event(store, guard, $reopen)
                 .await;
         }
+
+        $(
+            #[tokio::test]
+            async fn the_index_survives_a_reopen() {
+                let _ = stringify!($index);
+                let (store, guard) = ($make)().await;
+                $crate::conformance::events::the_index_survives_a_reopen(store, guard, $reopen)
+                    .await;
+            }
+        )?
     };
 }
 

@@ -115,3 +115,61 @@ where
     assert!(message.contains("different properties"), "compared with the stored event: {message}");
     assert_everything_kept(&paired, &[a, b], "at the end").await;
 }
+
+/// A complete state is complete again after a reopen (without reading the events again when
+/// the store kept it), answers from the index as before, and keeps up with appends after it.
+pub async fn the_index_survives_a_reopen<S, G, F, Fut>(store: S, guard: G, reopen: F)
+where
+    S: EventStore,
+    F: Fn(S, G) -> Fut,
+    Fut: Future<Output = (S, G)>,
+{
+    use super::index::{answer_of, wait_until_indexed};
+    use crate::events::{IndexStatus, PathChoice};
+
+    let org = OrganizationId::new();
+    let metric = spec(json!({"code": "n", "event_code": "api", "name": "N",
+        "aggregation": {"type": "sum", "field": "n"}, "group_by": ["region"]}));
+    let query = usage_query("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z");
+    let mut paired = Paired::new(&store);
+    let first: Vec<Event> = (0..40)
+        .map(|i| {
+            call(
+                ["c1", "c2"][i % 2],
+                &format!("t{i}"),
+                &format!("2026-03-{:02}T10:00:00Z", 1 + i % 28),
+                i as i64,
+            )
+        })
+        .collect();
+    paired.append(org, first, false, "before").await;
+    store.index_definitions(org, std::slice::from_ref(&metric)).await.expect("define");
+    let before = wait_until_indexed(&store, org, &metric).await;
+    assert!(matches!(before, IndexStatus::Complete { .. }), "{before:?}");
+    let recorded = paired.into_recorded();
+
+    let (store, guard) = reopen(store, guard).await;
+    // A store that kept its index has it at once; one that rebuilds it is told again, as a
+    // server does at start.
+    store.index_definitions(org, std::slice::from_ref(&metric)).await.expect("define again");
+    let after = wait_until_indexed(&store, org, &metric).await;
+    assert_eq!(after, before, "the same state after the reopen");
+    let mut paired = Paired::resume(&store, recorded);
+    for customer in ["c1", "c2"] {
+        let answer = answer_of(&store, org, customer, &metric, &query, PathChoice::Any).await;
+        assert!(answer.path.is_index(), "{:?}", answer.path);
+        let expected =
+            odometer_core::engine::compute_usage(&metric, &paired.events_of(org, customer), &query);
+        assert_eq!(Ok(answer.result), expected, "{customer} after the reopen");
+    }
+    paired
+        .append(org, vec![call("c1", "late", "2026-03-05T10:00:00Z", 1000)], false, "after")
+        .await;
+    let answer = answer_of(&store, org, "c1", &metric, &query, PathChoice::Any).await;
+    let expected =
+        odometer_core::engine::compute_usage(&metric, &paired.events_of(org, "c1"), &query);
+    assert_eq!(Ok(answer.result), expected, "an append after the reopen");
+    drop(paired);
+    drop(store);
+    drop(guard);
+}

@@ -13,11 +13,12 @@ use serde_json::{json, Map, Value};
 use odometer_core::engine::compute_usage;
 use odometer_core::event::Event;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
-use odometer_core::OrganizationId;
+use odometer_core::{MetricSpec, OrganizationId};
 
+use super::index::wait_until_indexed;
 use super::{at, identities, list_all, listed_events, usage_difference, Paired};
 use crate::conformance::spec;
-use crate::events::{EventStore, UsageQueryError};
+use crate::events::{EventStore, PathChoice, UsagePath, UsageQueryError};
 
 /// Cases per run unless `PROPTEST_CASES` says otherwise: enough to mix every feature, few
 /// enough that a backend opening a database per case runs them in seconds.
@@ -26,12 +27,22 @@ const DEFAULT_CASES: u32 = 64;
 const CUSTOMERS: [&str; 3] = ["c1", "c2", "c3"];
 const CODES: [&str; 2] = ["api", "storage"];
 /// Streams start at one of these: the first spans the Europe/Paris spring-forward (29 March
-/// 2026), the second the America/New_York fall-back (1 November 2026).
-const STARTS: [&str; 2] = ["2026-03-27T00:00:00Z", "2026-10-30T00:00:00Z"];
+/// 2026), the second the America/New_York fall-back (1 November 2026), the third the end of
+/// daylight time at Lord Howe (half an hour back) and Chatham (5 April 2026).
+const STARTS: [&str; 3] = ["2026-03-27T00:00:00Z", "2026-10-30T00:00:00Z", "2026-04-03T00:00:00Z"];
 const SPAN_MINUTES: i64 = 4 * 24 * 60;
 const TRANSACTION_IDS: usize = 60;
 
-const ZONES: [Tz; 3] = [Tz::UTC, Tz::Europe__Paris, Tz::America__New_York];
+/// Whole-hour, 30-minute (Kolkata, Lord Howe) and 45-minute (Kathmandu, Chatham) offsets.
+const ZONES: [Tz; 7] = [
+    Tz::UTC,
+    Tz::Europe__Paris,
+    Tz::America__New_York,
+    Tz::Asia__Kolkata,
+    Tz::Asia__Kathmandu,
+    Tz::Australia__Lord_Howe,
+    Tz::Pacific__Chatham,
+];
 const WINDOWS: [WindowSize; 3] = [WindowSize::None, WindowSize::Hour, WindowSize::Day];
 const KINDS: [&str; 8] =
     ["count", "sum", "min", "max", "mean", "latest", "unique_count", "weighted_sum"];
@@ -141,6 +152,9 @@ struct Check {
 struct Case {
     batches: Vec<Batch>,
     checks: Vec<Check>,
+    /// Before the batch at `.0` (modulo the number of batches), the usage index is given the
+    /// definitions of these checks (modulo their number): metric updates between appends.
+    defines: Vec<(usize, Vec<usize>)>,
 }
 
 fn seed() -> impl Strategy<Value = Seed> {
@@ -425,9 +439,14 @@ fn case() -> impl Strategy<Value = Case> {
         let steps = prop::collection::vec(step(), 0..120);
         let splits = prop::collection::vec((1usize..8, prop::bool::weighted(0.3)), 0..12);
         let checks = prop::collection::vec(check(start), 1..4);
-        (steps, splits, checks).prop_map(move |(steps, splits, checks)| Case {
+        let defines = prop::collection::vec(
+            (any::<usize>(), prop::collection::vec(any::<usize>(), 0..3)),
+            0..4,
+        );
+        (steps, splits, checks, defines).prop_map(move |(steps, splits, checks, defines)| Case {
             batches: batches(events(&steps, start), &splits),
             checks,
+            defines,
         })
     })
 }
@@ -436,10 +455,29 @@ fn fail(message: String) -> TestCaseError {
     TestCaseError::fail(message)
 }
 
-async fn run_case(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseError> {
+/// How the usage questions of a run that could take any path were answered.
+#[derive(Debug, Default)]
+struct Answered {
+    index: usize,
+    events: usize,
+}
+
+async fn run_case(store: &dyn EventStore, case: &Case) -> Result<Answered, TestCaseError> {
+    let mut answered = Answered::default();
     let mut paired = Paired::new(store);
     let (org, other) = (OrganizationId::new(), OrganizationId::new());
+    let specs: Vec<MetricSpec> = case.checks.iter().map(|c| spec(c.metric.clone())).collect();
     for (i, batch) in case.batches.iter().enumerate() {
+        for (at, chosen) in &case.defines {
+            if at % case.batches.len() == i {
+                let defined: Vec<MetricSpec> =
+                    chosen.iter().map(|c| specs[c % specs.len()].clone()).collect();
+                store
+                    .index_definitions(org, &defined)
+                    .await
+                    .map_err(|e| fail(format!("index_definitions: {e}")))?;
+            }
+        }
         let (actual, expected) = paired.append_both(org, batch.events.clone(), batch.atomic).await;
         let actual = actual.map_err(|e| fail(format!("batch {i}: append failed: {e}")))?;
         prop_assert_eq!(actual, expected, "outcomes of batch {}", i);
@@ -468,8 +506,13 @@ async fn run_case(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseErr
         );
     }
 
+    // Every check's definition indexed, each state complete before the questions.
+    store.index_definitions(org, &specs).await.map_err(|e| fail(format!("index: {e}")))?;
+    for spec in &specs {
+        wait_until_indexed(store, org, spec).await;
+    }
     for (c, check) in case.checks.iter().enumerate() {
-        let spec = spec(check.metric.clone());
+        let spec = specs[c].clone();
         let as_of = check.as_of_batch.and_then(|b| {
             let batches = case.batches.len();
             (batches > 0).then(|| paired.append_ends[b % batches])
@@ -489,6 +532,36 @@ async fn run_case(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseErr
             let actual = store.usage(org, customer, &spec, &query).await;
             if let Some(difference) = usage_difference(&actual, &reference) {
                 return Err(fail(format!("check {c}, usage of {customer}: {difference}")));
+            }
+            // Both paths, each against the reference.
+            let asked = [customer.to_owned()];
+            for choice in [PathChoice::Any, PathChoice::Events] {
+                let answers = store.usage_answers(org, &asked, &spec, &query, choice).await;
+                let (actual, path) = match answers {
+                    Ok(mut answers) if answers.len() == 1 => {
+                        let answer = answers.remove(0);
+                        (Ok(answer.result), Some(answer.path))
+                    }
+                    Ok(answers) => {
+                        return Err(fail(format!("check {c}: {} answers for one", answers.len())))
+                    }
+                    Err(error) => (Err(error), None),
+                };
+                if let Some(difference) = usage_difference(&actual, &reference) {
+                    return Err(fail(format!(
+                        "check {c}, usage of {customer} by {choice:?} (path {path:?}): {difference}"
+                    )));
+                }
+                match path {
+                    Some(UsagePath::Index { .. }) if choice == PathChoice::Events => {
+                        return Err(fail(
+                            "the events path was asked for, the index answered".into(),
+                        ))
+                    }
+                    Some(UsagePath::Index { .. }) => answered.index += 1,
+                    Some(UsagePath::Events(_)) if choice == PathChoice::Any => answered.events += 1,
+                    _ => {}
+                }
             }
             expected.push(reference);
         }
@@ -532,13 +605,17 @@ async fn run_case(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseErr
             Err(error) => return Err(fail(format!("check {c}: usage_of_customers: {error}"))),
         }
     }
-    Ok(())
+    Ok(answered)
 }
 
 /// Runs the property on fresh stores from `make` (an `async fn() -> (S, G)` as the macro
 /// takes). It builds its own single-threaded tokio runtime, so call it from a plain `#[test]`,
 /// not from inside a runtime.
-pub fn event_streams_match_the_reference<S, G, F, Fut>(make: F)
+///
+/// With `expect_index`, the store must keep a usage index: a good share of the questions
+/// asked of any path must then be answered from it (the property compares both paths with the
+/// reference engine, and would mean less if the index never answered).
+pub fn event_streams_match_the_reference<S, G, F, Fut>(make: F, expect_index: bool)
 where
     S: EventStore,
     F: Fn() -> Fut,
@@ -555,13 +632,31 @@ where
     let config =
         Config { cases, failure_persistence: None, max_shrink_iters: 1024, ..Config::default() };
     let mut runner = TestRunner::new(config);
+    let answered = std::cell::RefCell::new(Answered::default());
     let result = runner.run(&case(), |case| {
         runtime.block_on(async {
             let (store, _guard) = make().await;
-            run_case(&store, &case).await
+            let counts = run_case(&store, &case).await?;
+            let mut total = answered.borrow_mut();
+            total.index += counts.index;
+            total.events += counts.events;
+            Ok(())
         })
     });
     if let Err(error) = result {
         panic!("{error}");
+    }
+    let answered = answered.into_inner();
+    eprintln!(
+        "usage questions: {} answered from the index, {} from the events",
+        answered.index, answered.events
+    );
+    if expect_index {
+        // `as_of` in the past and `unique_count` with removals go to the events by design;
+        // well over a third of the rest must be the index's.
+        assert!(
+            answered.index * 2 > answered.events,
+            "the index answered too few questions: {answered:?}"
+        );
     }
 }
