@@ -362,9 +362,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let period = "from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
     let mid = Workload::customer(100);
     let big = Workload::customer(0);
-    let url = |metric: &str, customer: &str| {
-        format!("{}/v1/usage?metric={metric}&customer={customer}&{period}", instance.base)
+    let usage_url = |base: &str, metric: &str, customer: &str| {
+        format!("{base}/v1/usage?metric={metric}&customer={customer}&{period}")
     };
+    let url = |metric: &str, customer: &str| usage_url(&instance.base, metric, customer);
     let mut rows: Vec<(&str, f64, f64, String)> = Vec::new();
     let mut answers = serde_json::Map::new();
     for (name, metric, customer) in [
@@ -408,7 +409,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let close_ms = closing.elapsed().as_secs_f64() * 1000.0;
     let cold = Instant::now();
     let (instance, _catalog, _events) = start_instance(dir.path()).await?;
-    let first = send_json(http.get(url("api_calls", &mid)).bearer_auth(&key)).await?;
+    let first =
+        send_json(http.get(usage_url(&instance.base, "api_calls", &mid)).bearer_auth(&key)).await?;
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
     let (cold_total, cold_path) = total_and_path(&first);
     if cold_total != rebuilt_q1 {
