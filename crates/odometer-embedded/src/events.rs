@@ -507,9 +507,8 @@ fn rebuild_exactly_once(
     let mut index = ExactlyOnce::with_capacity(usize::try_from(stored).unwrap_or(0) + pending);
     // Read in Arrow batches of plain 64-bit halves: the row-at-a-time API costs far more per
     // value than the values themselves.
-    let mut stmt = conn
-        .prepare("SELECT fp_hi, fp_lo, content_hi, content_lo, seq FROM events")
-        .map_err(backend)?;
+    let mut stmt =
+        conn.prepare("SELECT fp_hi, fp_lo, content_lo, seq FROM events").map_err(backend)?;
     for batch in stmt.stream_arrow([]).map_err(backend)? {
         let batch = batch.map_err(backend)?;
         let column = |i: usize| {
@@ -519,19 +518,17 @@ fn rebuild_exactly_once(
                 .downcast_ref::<UInt64Array>()
                 .ok_or_else(|| backend("unexpected column type in the events index scan"))
         };
-        let (fp_hi, fp_lo, content_hi, content_lo, seq) =
-            (column(0)?, column(1)?, column(2)?, column(3)?, column(4)?);
+        let (fp_hi, fp_lo, content_lo, seq) = (column(0)?, column(1)?, column(2)?, column(3)?);
         for row in 0..batch.num_rows() {
             let fingerprint = (u128::from(fp_hi.value(row)) << 64) | u128::from(fp_lo.value(row));
-            let content =
-                (u128::from(content_hi.value(row)) << 64) | u128::from(content_lo.value(row));
-            index.insert(fingerprint, Entry { content, sequence: seq.value(row) });
+            let content = u128::from(content_lo.value(row));
+            index.insert(fingerprint, Entry::new(content, seq.value(row)));
         }
     }
     for record in recovered {
         for chunk in &record.chunks {
             for (stored, &(fingerprint, content)) in chunk.events.iter().zip(&chunk.keyed) {
-                index.insert(fingerprint, Entry { content, sequence: stored.sequence });
+                index.insert(fingerprint, Entry::new(content, stored.sequence));
                 let next = next_sequence.entry(chunk.org).or_insert(1);
                 *next = (*next).max(stored.sequence + 1);
             }

@@ -19,7 +19,7 @@ use super::slots::{self, SlotOf, SlotRegistry};
 use super::{backend, read_lock, write_lock};
 
 /// Appends wait while this many events are not yet in DuckDB.
-pub(super) const MAX_PENDING_EVENTS: usize = 200_000;
+pub(super) const MAX_PENDING_EVENTS: usize = 100_000;
 
 /// The most events one DuckDB transaction copies.
 const MAX_EVENTS_PER_COMMIT: usize = 100_000;

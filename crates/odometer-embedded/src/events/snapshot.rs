@@ -18,7 +18,7 @@ use odometer_core::OrganizationId;
 
 use super::exactly_once::ExactlyOnce;
 
-const MAGIC: &[u8; 8] = b"ODOSNAP1";
+const MAGIC: &[u8; 8] = b"ODOSNAP2";
 
 /// What a snapshot holds.
 #[derive(Debug)]

@@ -148,7 +148,7 @@ fn commit(writer: &mut Writer, group: Group, targets: &Targets<'_>) -> Result<()
         let through = chunk.events.last().map_or(0, |e| e.sequence);
         targets.index.publish(chunk.org, &chunk.events, through)?;
         for (stored, &(fingerprint, content)) in chunk.events.iter().zip(&chunk.keyed) {
-            writer.exactly_once.insert(fingerprint, Entry { content, sequence: stored.sequence });
+            writer.exactly_once.insert(fingerprint, Entry::new(content, stored.sequence));
         }
     }
     writer.next_sequence.extend(group.next_sequence);
@@ -183,25 +183,23 @@ fn stage(
     let mut conflicts: Vec<(usize, FirstOfKey)> = Vec::new();
     let mut in_batch: FingerprintMap<(usize, u64)> = FingerprintMap::default();
     for (i, &(fingerprint, content)) in keyed.iter().enumerate() {
+        // (same content?, the first copy's sequence, where it is)
         let known = writer
             .exactly_once
             .get(fingerprint)
-            .map(|e| (e.content, e.sequence, FirstOfKey::Stored(e.sequence)))
+            .map(|e| (e.same_content(content), e.sequence, FirstOfKey::Stored(e.sequence)))
             .or_else(|| {
-                group
-                    .accepted
-                    .get(&fingerprint)
-                    .map(|g| (g.content, g.sequence, FirstOfKey::InGroup(g.chunk, g.position)))
+                group.accepted.get(&fingerprint).map(|g| {
+                    (g.content == content, g.sequence, FirstOfKey::InGroup(g.chunk, g.position))
+                })
             })
             .or_else(|| {
                 in_batch
                     .get(&fingerprint)
-                    .map(|&(j, seq)| (keyed[j].1, seq, FirstOfKey::InBatch(j)))
+                    .map(|&(j, seq)| (keyed[j].1 == content, seq, FirstOfKey::InBatch(j)))
             });
         let outcome = match known {
-            Some((first_content, first_sequence, _)) if first_content == content => {
-                EventOutcome::Duplicate { sequence: first_sequence }
-            }
+            Some((true, first_sequence, _)) => EventOutcome::Duplicate { sequence: first_sequence },
             Some((_, _, first)) => {
                 conflicts.push((i, first));
                 // Filled in below, once the first event is at hand.
