@@ -68,6 +68,7 @@ use exactly_once::{Entry, ExactlyOnce};
 use index::{Build, UsageIndex};
 use pushdown::Outcome;
 use slots::{SlotOf, SlotRegistry};
+pub use writer::AppendStats;
 use writer::{Request, Targets, Writer};
 
 /// The version of the events database's layout this build writes. Version 3 added the log
@@ -282,7 +283,8 @@ impl DuckEventStore {
         let reader = conn.try_clone().map_err(backend)?;
         let admin = conn.try_clone().map_err(backend)?;
         drop(conn);
-        let writer = Writer { log, exactly_once, next_sequence, failed: None };
+        let writer =
+            Writer { log, exactly_once, next_sequence, failed: None, stats: Default::default() };
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
@@ -320,6 +322,11 @@ impl DuckEventStore {
             reference: paths.reference.load(Ordering::Relaxed),
             pushdown_errors: paths.pushdown_errors.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the writer did since the store was opened (group commits, batches merged).
+    pub fn append_stats(&self) -> Result<AppendStats, StoreError> {
+        Ok(lock(&self.inner.writer)?.stats)
     }
 
     /// Holds index builds that have not started until the answer is dropped: for tests, and

@@ -5,4 +5,4 @@ pub mod catalog;
 pub mod events;
 
 pub use catalog::{SqliteCatalog, SCHEMA_VERSION};
-pub use events::{BuildHold, DuckEventStore, UsagePaths};
+pub use events::{AppendStats, BuildHold, DuckEventStore, UsagePaths};

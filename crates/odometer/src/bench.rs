@@ -404,6 +404,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let drain = Instant::now();
     events.flush().await?;
     let drain_ms = drain.elapsed().as_secs_f64() * 1000.0;
+    let stats = events.append_stats()?;
+    eprintln!(
+        "bench: {} log records (group commits) for {} batches, {:.2} batches per record; \
+         {} waits for the columnarizer",
+        stats.records,
+        stats.batches,
+        stats.batches as f64 / stats.records.max(1) as f64,
+        stats.waits
+    );
     eprintln!(
         "bench: ingest {accepted} events ({duplicates} duplicates answered) in {ingest_secs:.1} s; \
          DuckDB held them all {drain_ms:.0} ms later"
@@ -593,7 +602,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "events": args.events, "customers": args.customers, "seed": args.seed,
         "connections": args.connections, "batch_size": args.batch_size, "repeats": args.repeats,
         "ingest": {"seconds": ingest_secs, "events_per_second": ingest_rate, "duplicates_answered": duplicates,
-                   "columnarized_after_ms": drain_ms},
+                   "columnarized_after_ms": drain_ms, "log_records": stats.records,
+                   "batches_per_record": stats.batches as f64 / stats.records.max(1) as f64,
+                   "columnarizer_waits": stats.waits},
         "queries_ms": rows.iter().map(|(n, p50, p99, path)| (n.to_string(), json!({"p50": p50, "p99": p99, "answered_from": path}))).collect::<serde_json::Map<_, _>>(),
         "q3_invoice_run_ms": q3_ms, "q3_customers": q3_customers,
         "rebuild_ms": rebuild.millis, "rebuild_answers_while_building": rebuild.answers_while_building,

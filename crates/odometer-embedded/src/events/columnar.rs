@@ -68,16 +68,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Waits until fewer than [`MAX_PENDING_EVENTS`] events wait for DuckDB.
-    pub fn wait_for_room(&self) -> Result<(), StoreError> {
+    /// Waits until fewer than [`MAX_PENDING_EVENTS`] events wait for DuckDB; answers whether
+    /// it had to wait.
+    pub fn wait_for_room(&self) -> Result<bool, StoreError> {
         let mut state = self.lock()?;
+        let mut waited = false;
         while state.pending_events >= MAX_PENDING_EVENTS && !state.stop {
+            waited = true;
             state = self
                 .changed
                 .wait(state)
                 .map_err(|_| StoreError::Backend("columnarizer lock poisoned".into()))?;
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Waits until DuckDB holds every record handed over before this call.

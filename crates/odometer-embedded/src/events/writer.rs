@@ -39,6 +39,20 @@ pub(super) struct Writer {
     pub next_sequence: HashMap<OrganizationId, u64>,
     /// Why appending stopped, after a failed log write.
     pub failed: Option<String>,
+    pub stats: AppendStats,
+}
+
+/// What the writer did since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Log records written (group commits).
+    pub records: u64,
+    /// Batches (append calls) those records merged.
+    pub batches: u64,
+    /// Events they accepted.
+    pub events: u64,
+    /// Times the writer waited for the columnarizer (more than the bound not yet in DuckDB).
+    pub waits: u64,
 }
 
 /// One caller's batch, waiting for the writer.
@@ -105,7 +119,10 @@ pub(super) fn write_queued(
         return Ok(());
     }
     // Wait while the columnarizer is far behind, so memory stays bounded.
-    targets.pipeline.wait_for_room()?;
+    if targets.pipeline.wait_for_room()? {
+        writer.stats.waits += 1;
+    }
+    let merged = requests.len() as u64;
     let mut group = Group::default();
     let mut answers: Vec<Result<Vec<EventOutcome>, StoreError>> = Vec::new();
     let mut replies = Vec::with_capacity(requests.len());
@@ -115,6 +132,9 @@ pub(super) fn write_queued(
         replies.push(reply);
     }
     if !group.chunks.is_empty() {
+        writer.stats.records += 1;
+        writer.stats.batches += merged;
+        writer.stats.events += group.chunks.iter().map(|c| c.events.len() as u64).sum::<u64>();
         if let Err(err) = commit(writer, group, targets) {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
