@@ -578,8 +578,7 @@ fn create_schema(conn: &Connection) -> Result<String, StoreError> {
             )))
         }
     }
-    conn.execute_batch(&SCHEMA.replace("{typed}", &slots::column_definitions()))
-        .map_err(backend)?;
+    conn.execute_batch(&SCHEMA.replace("{typed}", slots::column_definitions())).map_err(backend)?;
     let fresh_id = uuid::Uuid::now_v7().to_string();
     conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
     for (key, value) in [
@@ -602,9 +601,23 @@ fn create_schema(conn: &Connection) -> Result<String, StoreError> {
     meta(conn, "store_id")?.ok_or_else(|| backend("the events database has no store id"))
 }
 
-/// The slot registry as stored.
+/// The slot registry as stored, with the slot columns the table has.
 fn load_slots(conn: &Connection) -> Result<SlotRegistry, StoreError> {
     let mut registry = SlotRegistry::default();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT column_name FROM information_schema.columns \
+                 WHERE table_name = 'events' ORDER BY ordinal_position",
+            )
+            .map_err(backend)?;
+        let names = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(backend)?;
+        for name in names {
+            if let Some(column) = slots::SlotColumn::parse(&name.map_err(backend)?) {
+                registry.columns.push(column);
+            }
+        }
+    }
     let mut stmt = conn.prepare("SELECT org, key, slot FROM property_slots").map_err(backend)?;
     let rows = stmt
         .query_map([], |row| {
@@ -1162,6 +1175,7 @@ impl EventStore for DuckEventStore {
                 let conn = lock(&inner.reader)?;
                 let results = sql::usage(
                     &conn,
+                    registry.slots_with_columns(),
                     registry.org(&org_text),
                     &org_text,
                     &customers,

@@ -19,10 +19,20 @@ use super::slots::{self, SlotOf, SlotRegistry};
 use super::{backend, read_lock, write_lock};
 
 /// Appends wait while this many events are not yet in DuckDB.
-pub(super) const MAX_PENDING_EVENTS: usize = 100_000;
+pub(super) const MAX_PENDING_EVENTS: usize = 400_000;
 
 /// The most events one DuckDB transaction copies.
-const MAX_EVENTS_PER_COMMIT: usize = 100_000;
+const MAX_EVENTS_PER_COMMIT: usize = 300_000;
+
+/// The columnarizer waits for this many events (two of DuckDB's row groups of 122,880 rows)
+/// before it commits, unless a reader is waiting, the store is closing, or nothing came for
+/// [`LINGER`]: a transaction of whole row groups is written to the database file compressed,
+/// where a smaller one goes through DuckDB's own write-ahead log first and is compressed again
+/// at the next checkpoint (the log in front of DuckDB already makes every event durable).
+const MIN_EVENTS_PER_COMMIT: usize = 2 * 122_880;
+
+/// How long the columnarizer waits for more events before it commits what it has.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// How long a reader waits for the columnarizer before it gives up.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,6 +47,8 @@ struct PipelineState {
     /// The LSN through which DuckDB holds the records.
     columnarized: u64,
     stop: bool,
+    /// Readers waiting for the columnarizer.
+    waiting: usize,
     /// The columnarizer's last failure, while it retries.
     error: Option<String>,
 }
@@ -87,14 +99,22 @@ impl Pipeline {
     pub fn barrier(&self) -> Result<(), StoreError> {
         let mut state = self.lock()?;
         let target = state.queued;
+        if state.columnarized >= target {
+            return Ok(());
+        }
+        // The columnarizer commits at once while someone waits.
+        state.waiting += 1;
+        self.changed.notify_all();
         let deadline = std::time::Instant::now() + BARRIER_TIMEOUT;
+        let mut outcome = Ok(());
         while state.columnarized < target {
             let now = std::time::Instant::now();
             if now >= deadline {
                 let why = state.error.clone().unwrap_or_else(|| "it is still copying".into());
-                return Err(StoreError::Backend(format!(
+                outcome = Err(StoreError::Backend(format!(
                     "the events written to the log are not in DuckDB yet ({why})"
                 )));
+                break;
             }
             state = self
                 .changed
@@ -102,7 +122,8 @@ impl Pipeline {
                 .map_err(|_| StoreError::Backend("columnarizer lock poisoned".into()))?
                 .0;
         }
-        Ok(())
+        state.waiting -= 1;
+        outcome
     }
 
     /// A stored event still waiting for DuckDB.
@@ -135,14 +156,28 @@ impl Pipeline {
     }
 
     /// The records to copy next (at least one, together at most about
-    /// [`MAX_EVENTS_PER_COMMIT`] events); `None` once stopped with nothing left.
+    /// [`MAX_EVENTS_PER_COMMIT`] events, once there are [`MIN_EVENTS_PER_COMMIT`] or a
+    /// reason not to wait for them); `None` once stopped with nothing left.
     fn next_batch(&self) -> Option<Vec<Arc<Pending>>> {
         let mut state = self.state.lock().ok()?;
-        while state.pending.is_empty() {
-            if state.stop {
-                return None;
+        loop {
+            if state.pending.is_empty() {
+                if state.stop {
+                    return None;
+                }
+                state = self.changed.wait(state).ok()?;
+                continue;
             }
-            state = self.changed.wait(state).ok()?;
+            if state.pending_events >= MIN_EVENTS_PER_COMMIT || state.waiting > 0 || state.stop {
+                break;
+            }
+            let before = state.pending_events;
+            let (next, timeout) = self.changed.wait_timeout(state, LINGER).ok()?;
+            state = next;
+            // Nothing more came for a while: commit what there is.
+            if timeout.timed_out() && state.pending_events == before {
+                break;
+            }
         }
         let mut batch = Vec::new();
         let mut events = 0;
@@ -219,9 +254,9 @@ fn copy(
         }
     }
     let events: usize = batch.iter().map(|r| r.events()).sum();
-    let mut rows = Rows::with_capacity(events).map_err(backend)?;
+    let registry = read_lock(slots)?;
+    let mut rows = Rows::with_capacity(events, &registry.columns).map_err(backend)?;
     {
-        let registry = read_lock(slots)?;
         let no_slots = slots::OrgSlots::default();
         for record in batch {
             for chunk in &record.chunks {
@@ -244,6 +279,7 @@ fn copy(
             }
         }
     }
+    drop(registry);
     let batch_rows = rows.finish().map_err(backend)?;
     let lsn = batch.last().map_or(0, |r| r.lsn);
     conn.execute_batch("BEGIN TRANSACTION").map_err(backend)?;
@@ -295,6 +331,14 @@ fn register_keys(
                 };
                 added.push((key.clone(), slot));
             }
+        }
+    }
+    // A slot no organization had before gets its columns first.
+    for i in 0..org_slots.used {
+        if !registry.has_slot(i) {
+            conn.execute_batch(&slots::add_slot_columns(i)).map_err(backend)?;
+            registry.columns.push(slots::SlotColumn::Text(i));
+            registry.columns.push(slots::SlotColumn::Number(i));
         }
     }
     let mut insert =

@@ -12,7 +12,7 @@ use duckdb::arrow::error::ArrowError;
 use duckdb::arrow::record_batch::RecordBatch;
 use odometer_core::event::Event;
 
-use super::slots::{TypedRow, SLOTS};
+use super::slots::{SlotColumn, TypedRow};
 
 /// The columns of rows being gathered.
 pub struct Rows {
@@ -28,8 +28,14 @@ pub struct Rows {
     content: [UInt64Builder; 2],
     present: UInt32Builder,
     wide: BooleanBuilder,
-    texts: Vec<StringBuilder>,
-    numbers: Vec<Decimal128Builder>,
+    /// The table's slot columns, in its order.
+    slots: Vec<SlotBuilder>,
+}
+
+/// The builder of one slot column, with its slot.
+enum SlotBuilder {
+    Text(usize, StringBuilder),
+    Number(usize, Decimal128Builder),
 }
 
 /// The high and low halves of a 128-bit value.
@@ -38,10 +44,22 @@ fn halves(value: u128) -> [u64; 2] {
 }
 
 impl Rows {
-    pub fn with_capacity(n: usize) -> Result<Self, ArrowError> {
-        let numbers = (0..SLOTS)
-            .map(|_| Decimal128Builder::with_capacity(n).with_precision_and_scale(38, 0))
-            .collect::<Result<_, _>>()?;
+    /// Room for `n` rows of a table whose slot columns are `columns` (in table order).
+    pub fn with_capacity(n: usize, columns: &[SlotColumn]) -> Result<Self, ArrowError> {
+        let slots = columns
+            .iter()
+            .map(|&column| {
+                Ok(match column {
+                    SlotColumn::Text(i) => {
+                        SlotBuilder::Text(i, StringBuilder::with_capacity(n, n * 4))
+                    }
+                    SlotColumn::Number(i) => SlotBuilder::Number(
+                        i,
+                        Decimal128Builder::with_capacity(n).with_precision_and_scale(38, 0)?,
+                    ),
+                })
+            })
+            .collect::<Result<_, ArrowError>>()?;
         Ok(Rows {
             seq: UInt64Builder::with_capacity(n),
             org: StringBuilder::with_capacity(n, n * 26),
@@ -55,8 +73,7 @@ impl Rows {
             content: [UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n)],
             present: UInt32Builder::with_capacity(n),
             wide: BooleanBuilder::with_capacity(n),
-            texts: (0..SLOTS).map(|_| StringBuilder::with_capacity(n, n * 4)).collect(),
-            numbers,
+            slots,
         })
     }
 
@@ -88,11 +105,11 @@ impl Rows {
         }
         self.present.append_value(typed.present);
         self.wide.append_value(typed.wide);
-        for (builder, text) in self.texts.iter_mut().zip(&typed.texts) {
-            builder.append_option(text.as_deref());
-        }
-        for (builder, number) in self.numbers.iter_mut().zip(&typed.numbers) {
-            builder.append_option(*number);
+        for builder in &mut self.slots {
+            match builder {
+                SlotBuilder::Text(i, b) => b.append_option(typed.texts[*i].as_deref()),
+                SlotBuilder::Number(i, b) => b.append_option(typed.numbers[*i]),
+            }
         }
     }
 
@@ -119,11 +136,15 @@ impl Rows {
         }
         add("present".into(), DataType::UInt32, false, Arc::new(self.present.finish()));
         add("wide".into(), DataType::Boolean, false, Arc::new(self.wide.finish()));
-        for (i, builder) in self.texts.iter_mut().enumerate() {
-            add(format!("s{i}"), DataType::Utf8, true, Arc::new(builder.finish()));
-        }
-        for (i, builder) in self.numbers.iter_mut().enumerate() {
-            add(format!("n{i}"), DataType::Decimal128(38, 0), true, Arc::new(builder.finish()));
+        for builder in &mut self.slots {
+            match builder {
+                SlotBuilder::Text(i, b) => {
+                    add(format!("s{i}"), DataType::Utf8, true, Arc::new(b.finish()))
+                }
+                SlotBuilder::Number(i, b) => {
+                    add(format!("n{i}"), DataType::Decimal128(38, 0), true, Arc::new(b.finish()))
+                }
+            }
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }

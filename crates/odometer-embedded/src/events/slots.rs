@@ -5,6 +5,11 @@
 //! (`n<i>`, a `HUGEINT` holding value × 10^[`SCALE`], for `sum`, `min`, `max`, `mean`). So
 //! usage queries read typed columns and never re-parse the JSON of the properties.
 //!
+//! A slot's two columns are added to the table (`ALTER TABLE ... ADD COLUMN`) when some
+//! organization first takes it, so rows carry as many slot columns as the busiest
+//! organization has keys, not all 32 (a database of layout 2 has all of them from the start,
+//! grouped `s0..s15, n0..n15`; later ones interleave `s0, n0, s1, n1, ...`).
+//!
 //! Keys past the last slot are *spilled*: they stay in the JSON only, and a metric that reads
 //! one is answered by the reference engine from the JSON. A decimal that a slot cannot hold
 //! exactly (more than 10 fractional digits, or 10^28 and beyond) marks its row `wide`;
@@ -64,15 +69,46 @@ impl OrgSlots {
     }
 }
 
-/// Every organization's keys.
+/// One typed column of the events table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotColumn {
+    /// `s<i>`: the canonical text of slot `i`.
+    Text(usize),
+    /// `n<i>`: the scaled decimal of slot `i`.
+    Number(usize),
+}
+
+impl SlotColumn {
+    /// The column named `name`, if it is a slot column.
+    pub fn parse(name: &str) -> Option<Self> {
+        let slot = |digits: &str| digits.parse::<usize>().ok().filter(|i| *i < SLOTS);
+        if let Some(i) = name.strip_prefix('s').and_then(slot) {
+            return Some(Self::Text(i));
+        }
+        name.strip_prefix('n').and_then(slot).map(Self::Number)
+    }
+}
+
+/// Every organization's keys, and the slot columns the table has, in table order.
 #[derive(Debug, Default, Clone)]
 pub struct SlotRegistry {
     pub orgs: HashMap<String, OrgSlots>,
+    pub columns: Vec<SlotColumn>,
 }
 
 impl SlotRegistry {
     pub fn org(&self, org: &str) -> Option<&OrgSlots> {
         self.orgs.get(org)
+    }
+
+    /// Whether slot `i` has both its columns.
+    pub fn has_slot(&self, i: usize) -> bool {
+        self.columns.contains(&SlotColumn::Text(i)) && self.columns.contains(&SlotColumn::Number(i))
+    }
+
+    /// The slots `0..n` that have their columns (slots are taken in order, so these are all).
+    pub fn slots_with_columns(&self) -> usize {
+        (0..SLOTS).take_while(|&i| self.has_slot(i)).count()
     }
 }
 
@@ -141,13 +177,17 @@ pub fn typed_columns(slots: &OrgSlots, properties: &Map<String, Value>) -> Typed
     row
 }
 
-/// The column definitions of the typed columns, for `CREATE TABLE`.
-pub fn column_definitions() -> String {
-    let mut columns =
-        vec!["present UINTEGER NOT NULL".to_owned(), "wide BOOLEAN NOT NULL".to_owned()];
-    columns.extend((0..SLOTS).map(|i| format!("s{i} VARCHAR")));
-    columns.extend((0..SLOTS).map(|i| format!("n{i} HUGEINT")));
-    columns.join(",\n    ")
+/// The column definitions of the typed columns of a new table, for `CREATE TABLE` (slot
+/// columns are added as slots are taken).
+pub fn column_definitions() -> &'static str {
+    "present UINTEGER NOT NULL,\n    wide BOOLEAN NOT NULL"
+}
+
+/// The statements adding slot `i`'s columns.
+pub fn add_slot_columns(i: usize) -> String {
+    format!(
+        "ALTER TABLE events ADD COLUMN s{i} VARCHAR; ALTER TABLE events ADD COLUMN n{i} HUGEINT;"
+    )
 }
 
 #[cfg(test)]

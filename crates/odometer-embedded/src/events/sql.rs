@@ -529,6 +529,7 @@ fn window_usage(
 /// Usage of a SQL metric for each customer, on the store's own connection.
 pub(super) fn usage(
     conn: &Connection,
+    slot_columns: usize,
     slots: Option<&OrgSlots>,
     org: &str,
     customers: &[String],
@@ -548,7 +549,7 @@ pub(super) fn usage(
     let period = (cuts.first().map_or(query.from, |c| c.0), cuts.last().map_or(query.to, |c| c.1));
     let mut results = Vec::with_capacity(customers.len());
     for customer in customers {
-        let sandbox = sandbox(conn, org, customer, period)?;
+        let sandbox = sandbox(conn, org, customer, period, slot_columns)?;
         let mut windows = Vec::with_capacity(cuts.len());
         for &cut in &cuts {
             let answer =
@@ -570,10 +571,15 @@ fn sandbox(
     org: &str,
     customer: &str,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
+    slot_columns: usize,
 ) -> Result<Connection, UsageQueryError> {
     let slots: Vec<String> = (0..super::slots::SLOTS).map(|i| format!("s{i}")).collect();
+    // Slots no organization has taken have no column yet: NULL in the copy.
+    let selected: Vec<String> = (0..super::slots::SLOTS)
+        .map(|i| if i < slot_columns { format!("s{i}") } else { format!("NULL::VARCHAR AS s{i}") })
+        .collect();
     let columns =
-        format!("org, customer, transaction_id, code, ts, ingested_at, {}", slots.join(", "));
+        format!("org, customer, transaction_id, code, ts, ingested_at, {}", selected.join(", "));
     let sandbox = Connection::open_in_memory().map_err(backend)?;
     sandbox
         .execute_batch(&format!(
