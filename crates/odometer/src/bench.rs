@@ -4,6 +4,11 @@
 //! concurrent connections, runs the query suite, measures a rebuild after a metric update and
 //! a cold start, optionally DuckDB's own numbers on the same events, and prints one table plus
 //! a JSON file.
+//!
+//! In server mode (`--catalog postgres://... --events clickhouse://...`) the instance is
+//! `--replicas` in-process servers, each with stores of its own (its own connections, as
+//! separate processes would have) sharing fresh databases made on those servers for the run
+//! (and dropped after it); requests are spread over the replicas in turn.
 
 mod duckdb;
 mod workload;
@@ -16,17 +21,28 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use odometer_api::AppState;
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
-use odometer_store::{tenants, Catalog, EventStore};
+use odometer_store::{tenants, Catalog};
+
+use crate::config::{redacted, CatalogBackend, EventsBackend};
+use crate::stores::{open_catalog_at, open_event_store_at, EventStores};
 use serde_json::{json, Value};
 
 use self::workload::{Workload, REGIONS};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Number of events (W1M = 1000000, W10M = 10000000)
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
+    /// Number of events (W1M = 1000000, W10M = 10000000) [default: 1000000]; given as a
+    /// clickhouse:// URL instead (the flag may be given twice), the server-mode event store to
+    /// run against (with --catalog)
+    #[arg(long, value_name = "N|clickhouse://...")]
+    pub events: Vec<String>,
+    /// Server mode: the PostgreSQL server to run against (a fresh database is made on it and
+    /// on the ClickHouse server for the run, and dropped after it)
+    #[arg(long, value_name = "postgres://...")]
+    pub catalog: Option<String>,
+    /// Server mode: how many replicas serve (requests go to each in turn)
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Number of customers
     #[arg(long, default_value_t = 10_000)]
     pub customers: usize,
@@ -51,39 +67,159 @@ pub struct BenchArgs {
     pub duckdb_script: Option<PathBuf>,
 }
 
-/// A running instance: its address, key, and the handle that stops it.
-struct Instance {
-    base: String,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+impl BenchArgs {
+    /// The number of events asked for (the last number given to --events).
+    fn event_count(&self) -> anyhow::Result<u64> {
+        let mut count = 1_000_000;
+        for value in &self.events {
+            if !value.contains("://") {
+                count = value
+                    .parse()
+                    .with_context(|| format!("--events {value}: not a number nor a URL"))?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Where the instance keeps its data.
+    fn mode(&self) -> anyhow::Result<Mode> {
+        let url = self.events.iter().find(|v| v.contains("://"));
+        match (&self.catalog, url) {
+            (None, None) => Ok(Mode::Embedded),
+            (Some(catalog), Some(events)) if events.starts_with("clickhouse://") => {
+                Ok(Mode::Server { catalog: catalog.clone(), events: events.clone() })
+            }
+            _ => bail!(
+                "server mode needs both --catalog postgres://... and --events clickhouse://..."
+            ),
+        }
+    }
 }
 
-/// A running instance on `dir`, as `odometer serve` starts it (the usage index told every
-/// current metric definition).
-async fn start_instance(
-    dir: &std::path::Path,
-) -> anyhow::Result<(Instance, Arc<SqliteCatalog>, Arc<DuckEventStore>)> {
-    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).await?);
-    let events = Arc::new(DuckEventStore::open(&dir.join("events.duckdb")).await?);
-    odometer_store::usage_index::sync_all(catalog.as_ref(), events.as_ref()).await?;
-    let state = AppState {
-        catalog: catalog.clone() as Arc<dyn Catalog>,
-        events: events.clone() as Arc<dyn EventStore>,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, odometer_api::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "bench server failed");
+/// Where the bench's instance keeps its data.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// A fresh data directory.
+    Embedded,
+    /// Fresh databases on these servers.
+    Server { catalog: String, events: String },
+}
+
+/// The stores of one replica.
+#[derive(Clone)]
+struct Stores {
+    catalog: Arc<dyn Catalog>,
+    events: EventStores,
+}
+
+/// Where the run's data is: a data directory, or the URLs of the fresh server databases.
+#[derive(Debug, Clone)]
+enum Place {
+    Directory(PathBuf),
+    Servers { catalog: String, events: String },
+}
+
+impl Place {
+    async fn open(&self) -> anyhow::Result<Stores> {
+        let (catalog, events) = match self {
+            Place::Directory(dir) => (
+                CatalogBackend::Embedded(dir.join("catalog.sqlite3")),
+                EventsBackend::Embedded(dir.join("events.duckdb")),
+            ),
+            Place::Servers { catalog, events } => (
+                CatalogBackend::Postgres(catalog.clone()),
+                EventsBackend::ClickHouse { url: events.clone(), ledger: catalog.clone() },
+            ),
+        };
+        Ok(Stores {
+            catalog: open_catalog_at(&catalog).await?,
+            events: open_event_store_at(&events).await?,
+        })
+    }
+}
+
+/// A running instance: its replicas' addresses, and the handles that stop them.
+struct Instance {
+    bases: Vec<String>,
+    stops: Vec<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Instance {
+    /// The first replica's address.
+    fn base(&self) -> &str {
+        &self.bases[0]
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for (shutdown, task) in self.stops {
+            let _ = shutdown.send(());
+            task.await?;
         }
-    });
-    Ok((Instance { base, shutdown, task }, catalog, events))
+        Ok(())
+    }
+}
+
+/// A running instance of `replicas` servers, each as `odometer serve` starts it (the usage
+/// index told every current metric definition) with stores of its own on `place`. Answers
+/// the first replica's stores.
+async fn start_instance(place: &Place, replicas: usize) -> anyhow::Result<(Instance, Stores)> {
+    let mut instance = Instance { bases: Vec::new(), stops: Vec::new() };
+    let mut first = None;
+    for _ in 0..replicas.max(1) {
+        let stores = place.open().await?;
+        let events = stores.events.as_dyn();
+        odometer_store::usage_index::sync_all(stores.catalog.as_ref(), events.as_ref()).await?;
+        let state = AppState { catalog: stores.catalog.clone(), events };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        instance.bases.push(format!("http://{}", listener.local_addr()?));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, odometer_api::app(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(%err, "bench server failed");
+            }
+        });
+        instance.stops.push((shutdown, task));
+        first.get_or_insert(stores);
+    }
+    let first = first.ok_or_else(|| anyhow::anyhow!("no replica started"))?;
+    Ok((instance, first))
+}
+
+/// Fresh databases for the run on the servers of `mode` (dropped by [`drop_databases`]).
+async fn create_databases(catalog: &str, events: &str) -> anyhow::Result<(Place, String)> {
+    let name = format!("odometer_bench_{:016x}", rand::random::<u64>());
+    postgres_statement(catalog, &format!("CREATE DATABASE {name}")).await?;
+    let with_database = |url: &str| -> anyhow::Result<String> {
+        let mut parsed =
+            reqwest::Url::parse(url).with_context(|| format!("bad URL {}", redacted(url)))?;
+        parsed.set_path(&format!("/{name}"));
+        Ok(parsed.to_string())
+    };
+    let place = Place::Servers { catalog: with_database(catalog)?, events: with_database(events)? };
+    Ok((place, name))
+}
+
+async fn drop_databases(catalog: &str, events: &str, name: &str) -> anyhow::Result<()> {
+    let url = odometer_clickhouse::ClickHouseUrl::parse(events).map_err(anyhow::Error::msg)?;
+    odometer_clickhouse::ClickHouse::new(url)?
+        .execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await?;
+    postgres_statement(catalog, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+}
+
+/// Runs one statement that cannot run in a transaction (`CREATE DATABASE`) on the server.
+async fn postgres_statement(url: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {}", redacted(url)))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await?;
+    Ok(())
 }
 
 /// Peak resident memory of this process, in bytes (Linux).
@@ -237,6 +373,7 @@ async fn measure_rebuild(
     key: &str,
     customer: &str,
     period: &str,
+    indexed: bool,
 ) -> anyhow::Result<Rebuild> {
     let patch =
         json!({"filters": [{"property": "region", "op": "in", "values": ["eu-west", "us-east"]}]});
@@ -261,7 +398,9 @@ async fn measure_rebuild(
         if total != expected {
             bail!("after the update q1 answered {total} ({path}), the new revision's total is {expected}");
         }
-        if path.starts_with("index") {
+        // Without an index (server mode) the first answer is the new revision's, from the
+        // events.
+        if path.starts_with("index") || !indexed {
             return Ok(Rebuild {
                 millis: updated.elapsed().as_secs_f64() * 1000.0,
                 answers_while_building,
@@ -284,19 +423,52 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     {
         bail!("--batch-size must be 1 to 10000, --connections and --customers at least 1");
     }
+    let event_count = args.event_count()?;
+    let mode = args.mode()?;
+    if args.replicas == 0 || (args.replicas > 1 && matches!(mode, Mode::Embedded)) {
+        bail!("--replicas above 1 needs server mode (--catalog and --events), and at least 1");
+    }
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let workload = Arc::new(Workload::new(args.events, args.customers, args.seed));
+    let workload = Arc::new(Workload::new(event_count, args.customers, args.seed));
+    let (place, databases) = match &mode {
+        Mode::Embedded => (Place::Directory(dir.path().to_owned()), None),
+        Mode::Server { catalog, events } => {
+            let (place, name) = create_databases(catalog, events).await?;
+            (place, Some(name))
+        }
+    };
     eprintln!(
-        "bench: {} events, {} customers, seed {}, in {} ({} build)",
-        args.events,
+        "bench: {} events, {} customers, seed {}, {} ({} build)",
+        event_count,
         args.customers,
         args.seed,
-        dir.path().display(),
+        match &databases {
+            None => format!("in {}", dir.path().display()),
+            Some(name) => format!("server mode, {} replica(s), databases {name}", args.replicas),
+        },
         if cfg!(debug_assertions) { "dev" } else { "release" }
     );
+    let result = run_on(args, &workload, &place, dir.path(), event_count).await;
+    if let (Mode::Server { catalog, events }, Some(name)) = (&mode, &databases) {
+        if let Err(err) = drop_databases(catalog, events, name).await {
+            eprintln!("bench: could not drop the databases {name}: {err:#}");
+        }
+    }
+    result
+}
 
+async fn run_on(
+    args: &BenchArgs,
+    workload: &Arc<Workload>,
+    place: &Place,
+    dir: &std::path::Path,
+    event_count: u64,
+) -> anyhow::Result<()> {
+    let server_mode = matches!(place, Place::Servers { .. });
     // Setup (not timed): an organization, its customers and the metrics.
-    let (instance, catalog, events) = start_instance(dir.path()).await?;
+    let (instance, stores) = start_instance(place, args.replicas).await?;
+    let catalog = stores.catalog.clone();
+    let events = stores.events.as_dyn();
     let bootstrap = tenants::create_organization(catalog.as_ref(), "bench").await?;
     let org = bootstrap.organization.id;
     let key = bootstrap.secret;
@@ -332,7 +504,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let generating = Instant::now();
     let bodies = {
         let (workload, path, size) =
-            (workload.clone(), dir.path().join("requests.ndjson"), args.batch_size);
+            (workload.clone(), dir.join("requests.ndjson"), args.batch_size);
         Arc::new(tokio::task::spawn_blocking(move || Bodies::write(&workload, size, path)).await??)
     };
     eprintln!(
@@ -350,7 +522,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..args.connections {
-        let (http, base, key) = (http.clone(), instance.base.clone(), key.clone());
+        let (http, bases, key) = (http.clone(), instance.bases.clone(), key.clone());
         let (bodies, next_batch, accepted, duplicates) =
             (bodies.clone(), next_batch.clone(), accepted.clone(), duplicates.clone());
         senders.push(tokio::spawn(async move {
@@ -360,6 +532,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     return Ok::<(), anyhow::Error>(());
                 }
                 let body = bodies.read(b as usize)?;
+                // Spread over the replicas in turn.
+                let base = &bases[b as usize % bases.len()];
                 let response = http
                     .post(format!("{base}/v1/events"))
                     .bearer_auth(&key)
@@ -396,26 +570,33 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ingest_secs = started.elapsed().as_secs_f64();
     let accepted = accepted.load(Ordering::SeqCst);
     let duplicates = duplicates.load(Ordering::SeqCst);
-    if accepted != args.events {
-        bail!("{accepted} events accepted, expected {}", args.events);
+    if accepted != event_count {
+        bail!("{accepted} events accepted, expected {event_count}");
     }
     let ingest_rate = accepted as f64 / ingest_secs;
     let peak_rss = peak_rss_bytes();
     let drain = Instant::now();
-    events.flush().await?;
+    let stats = match &stores.events {
+        EventStores::Embedded(duck) => {
+            duck.flush().await?;
+            Some(duck.append_stats()?)
+        }
+        EventStores::ClickHouse(_) => None,
+    };
     let drain_ms = drain.elapsed().as_secs_f64() * 1000.0;
-    let stats = events.append_stats()?;
-    eprintln!(
-        "bench: {} log records (group commits) for {} batches, {:.2} batches per record; \
-         {} waits for the columnarizer",
-        stats.records,
-        stats.batches,
-        stats.batches as f64 / stats.records.max(1) as f64,
-        stats.waits
-    );
+    if let Some(stats) = &stats {
+        eprintln!(
+            "bench: {} log records (group commits) for {} batches, {:.2} batches per record; \
+             {} waits for the columnarizer",
+            stats.records,
+            stats.batches,
+            stats.batches as f64 / stats.records.max(1) as f64,
+            stats.waits
+        );
+    }
     eprintln!(
         "bench: ingest {accepted} events ({duplicates} duplicates answered) in {ingest_secs:.1} s; \
-         DuckDB held them all {drain_ms:.0} ms later"
+         every event readable {drain_ms:.0} ms later"
     );
 
     // The query suite.
@@ -425,7 +606,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let usage_url = |base: &str, metric: &str, customer: &str| {
         format!("{base}/v1/usage?metric={metric}&customer={customer}&{period}")
     };
-    let url = |metric: &str, customer: &str| usage_url(&instance.base, metric, customer);
+    let url = |metric: &str, customer: &str| usage_url(instance.base(), metric, customer);
     let mut rows: Vec<(&str, f64, f64, String)> = Vec::new();
     let mut answers = serde_json::Map::new();
     for (name, metric, customer) in [
@@ -444,14 +625,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut q3_samples = Vec::new();
     let mut q3_customers = 0;
     for _ in 0..3 {
-        let (elapsed, customers) = invoice_run(&http, &instance.base, &key, period).await?;
+        let (elapsed, customers) = invoice_run(&http, instance.base(), &key, period).await?;
         q3_samples.push(elapsed);
         q3_customers = customers;
     }
     q3_samples.sort();
     let q3_ms = percentile(&q3_samples, 0.5);
 
-    let rebuild = measure_rebuild(&http, &instance.base, &key, &mid, period).await?;
+    let rebuild = measure_rebuild(&http, instance.base(), &key, &mid, period, !server_mode).await?;
     eprintln!(
         "bench: rebuild after the update took {:.0} ms ({} answers from the events meanwhile, slowest {:.1} ms)",
         rebuild.millis, rebuild.answers_while_building, rebuild.slowest_while_building_ms
@@ -461,29 +642,30 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     // Cold start: stop (the store writes its snapshot), reopen the same directory, time until
     // the first correct q1.
-    let _ = instance.shutdown.send(());
-    instance.task.await?;
+    instance.stop().await?;
     drop(catalog);
     let closing = Instant::now();
     drop(events);
+    drop(stores);
     let close_ms = closing.elapsed().as_secs_f64() * 1000.0;
     let cold = Instant::now();
-    let (instance, _catalog, _events) = start_instance(dir.path()).await?;
+    let (instance, stores) = start_instance(place, 1).await?;
     let first =
-        send_json(http.get(usage_url(&instance.base, "api_calls", &mid)).bearer_auth(&key)).await?;
+        send_json(http.get(usage_url(instance.base(), "api_calls", &mid)).bearer_auth(&key))
+            .await?;
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
     let (cold_total, cold_path) = total_and_path(&first);
     if cold_total != rebuilt_q1 {
         bail!("after the restart q1 answered {first}, expected total {rebuilt_q1}");
     }
-    let _ = instance.shutdown.send(());
-    instance.task.await?;
-    drop(_events);
+    instance.stop().await?;
+    drop(stores);
 
     let duckdb = match &args.duckdb_script {
-        Some(script) => {
-            Some(duckdb::compare(script, &workload, dir.path(), &mid, &big, args.repeats).await?)
+        Some(script) if !server_mode => {
+            Some(duckdb::compare(script, workload, dir, &mid, &big, args.repeats).await?)
         }
+        Some(_) => bail!("--duckdb-script compares with the embedded store only"),
         None => None,
     };
 
@@ -515,13 +697,18 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "odometer bench: {} events, {} customers, seed {}, {} connections, batches of {}, {} build",
-        args.events,
+        "odometer bench: {} events, {} customers, seed {}, {} connections, batches of {}, {} build, {}",
+        event_count,
         args.customers,
         args.seed,
         args.connections,
         args.batch_size,
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        if cfg!(debug_assertions) { "dev" } else { "release" },
+        if server_mode {
+            format!("server mode (PostgreSQL + ClickHouse), {} replica(s)", args.replicas)
+        } else {
+            "embedded (SQLite + DuckDB)".to_owned()
+        }
     );
     println!(
         "{:<30} {:>12} {:>10} {:>10} {:>8}  {:<12} status",
@@ -593,18 +780,24 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             verdict(gib, (4.0, 1.0), true)
         );
     }
-    println!(
-        "(DuckDB held every event {drain_ms:.0} ms after the last acknowledgement; closing wrote the snapshot in {close_ms:.0} ms)"
-    );
+    if server_mode {
+        println!("(closing the stores took {close_ms:.0} ms)");
+    } else {
+        println!(
+            "(DuckDB held every event {drain_ms:.0} ms after the last acknowledgement; closing wrote the snapshot in {close_ms:.0} ms)"
+        );
+    }
 
     let results = json!({
         "build": if cfg!(debug_assertions) { "dev" } else { "release" },
-        "events": args.events, "customers": args.customers, "seed": args.seed,
+        "events": event_count, "customers": args.customers, "seed": args.seed,
+        "mode": if server_mode { "server" } else { "embedded" }, "replicas": args.replicas,
         "connections": args.connections, "batch_size": args.batch_size, "repeats": args.repeats,
         "ingest": {"seconds": ingest_secs, "events_per_second": ingest_rate, "duplicates_answered": duplicates,
-                   "columnarized_after_ms": drain_ms, "log_records": stats.records,
-                   "batches_per_record": stats.batches as f64 / stats.records.max(1) as f64,
-                   "columnarizer_waits": stats.waits},
+                   "readable_after_ms": drain_ms,
+                   "log_records": stats.as_ref().map(|s| s.records),
+                   "batches_per_record": stats.as_ref().map(|s| s.batches as f64 / s.records.max(1) as f64),
+                   "columnarizer_waits": stats.as_ref().map(|s| s.waits)},
         "queries_ms": rows.iter().map(|(n, p50, p99, path)| (n.to_string(), json!({"p50": p50, "p99": p99, "answered_from": path}))).collect::<serde_json::Map<_, _>>(),
         "q3_invoice_run_ms": q3_ms, "q3_customers": q3_customers,
         "rebuild_ms": rebuild.millis, "rebuild_answers_while_building": rebuild.answers_while_building,

@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Server mode: the PostgreSQL catalog every replica shares (also `catalog` in the config
+    /// file, ODOMETER_CATALOG) [default: the embedded SQLite catalog in the data directory]
+    #[arg(long, value_name = "postgres://...")]
+    pub catalog: Option<String>,
+    /// Server mode: the ClickHouse event store every replica shares; needs a PostgreSQL
+    /// catalog, which keeps its exactly-once ledger (also `events`, ODOMETER_EVENTS)
+    /// [default: the embedded DuckDB store in the data directory]
+    #[arg(long, value_name = "clickhouse://...")]
+    pub events: Option<String>,
 }
 
 #[derive(Debug, Args)]

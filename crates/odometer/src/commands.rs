@@ -3,12 +3,10 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use odometer_api::native::mapping;
 use odometer_core::{ApiKeyId, OrganizationId};
-use odometer_embedded::{DuckEventStore, SqliteCatalog};
 use odometer_store::metrics::{self as metric_ops, find_metric, MetricError};
 use odometer_store::tenants::{self, Bootstrap};
 use odometer_store::{ArchivedFilter, Catalog, MetricListParams};
@@ -17,21 +15,7 @@ use serde_json::Value;
 use crate::cli::{InitArgs, KeysCommand, MetricsCommand, OrgArg};
 use crate::config::Config;
 
-pub async fn open_catalog(config: &Config) -> anyhow::Result<Arc<SqliteCatalog>> {
-    let path = config.catalog_path();
-    let catalog = SqliteCatalog::open(&path)
-        .await
-        .with_context(|| format!("cannot open the catalog at {}", path.display()))?;
-    Ok(Arc::new(catalog))
-}
-
-pub async fn open_event_store(config: &Config) -> anyhow::Result<Arc<DuckEventStore>> {
-    let path = config.events_path();
-    let store = DuckEventStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open the event store at {}", path.display()))?;
-    Ok(Arc::new(store))
-}
+pub use crate::stores::{open_catalog, open_event_store};
 
 /// Prints a new organization's first key: the only time the secret is ever shown.
 pub fn print_bootstrap(bootstrap: &Bootstrap) {

@@ -23,6 +23,32 @@ pub struct Config {
     pub listen: String,
     /// Log filter (tracing's env-filter syntax).
     pub log: String,
+    /// Server mode's catalog: `postgres://...`; `None` is the embedded SQLite catalog in
+    /// `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// Server mode's event store: `clickhouse://...` (needs a PostgreSQL `catalog`, which
+    /// holds its exactly-once ledger); `None` is the embedded DuckDB store in `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogBackend {
+    /// SQLite in the data directory.
+    Embedded(PathBuf),
+    /// A PostgreSQL database, by URL.
+    Postgres(String),
+}
+
+/// Where the events live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsBackend {
+    /// DuckDB in the data directory.
+    Embedded(PathBuf),
+    /// ClickHouse, with the exactly-once ledger in the PostgreSQL catalog's database.
+    ClickHouse { url: String, ledger: String },
 }
 
 impl Default for Config {
@@ -31,8 +57,18 @@ impl Default for Config {
             data_dir: PathBuf::from("odometer-data"),
             listen: "127.0.0.1:8080".into(),
             log: "info".into(),
+            catalog: None,
+            events: None,
         }
     }
+}
+
+/// Settings a subcommand takes as flags of its own (`serve --listen --catalog --events`).
+#[derive(Debug, Clone, Default)]
+pub struct CommandFlags {
+    pub listen: Option<String>,
+    pub catalog: Option<String>,
+    pub events: Option<String>,
 }
 
 /// Values given as flags; only those given override the rest.
@@ -44,12 +80,16 @@ struct FlagOverrides {
     listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<String>,
 }
 
 impl Config {
     /// Merges the sources in order of precedence. A named config file must exist; the default
     /// one is read only when present.
-    pub fn load(global: &GlobalArgs, listen: Option<String>) -> anyhow::Result<Config> {
+    pub fn load(global: &GlobalArgs, command: CommandFlags) -> anyhow::Result<Config> {
         let file = match &global.config {
             Some(path) => {
                 if !path.is_file() {
@@ -66,8 +106,13 @@ impl Config {
         // ODOMETER_CONFIG names the file itself, not a setting; ODOMETER_URL and
         // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap).
         figment = figment.merge(Env::prefixed("ODOMETER_").ignore(&["config", "url", "api_key"]));
-        let flags =
-            FlagOverrides { data_dir: global.data_dir.clone(), listen, log: global.log.clone() };
+        let flags = FlagOverrides {
+            data_dir: global.data_dir.clone(),
+            listen: command.listen,
+            log: global.log.clone(),
+            catalog: command.catalog,
+            events: command.events,
+        };
         figment = figment.merge(Serialized::defaults(flags));
         let config: Config = figment.extract().context("invalid configuration")?;
         config.validate()?;
@@ -79,7 +124,63 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir must not be empty");
         }
+        self.catalog_backend()?;
+        self.events_backend()?;
         Ok(())
+    }
+
+    /// The catalog named by `catalog` (a `postgres://` or `postgresql://` URL), else the
+    /// embedded one.
+    pub fn catalog_backend(&self) -> anyhow::Result<CatalogBackend> {
+        match self.catalog.as_deref().filter(|c| !c.is_empty()) {
+            None => Ok(CatalogBackend::Embedded(self.catalog_path())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(CatalogBackend::Postgres(url.to_owned()))
+            }
+            Some(other) => bail!(
+                "catalog '{}' is not a postgres:// URL (leave it out for the embedded catalog)",
+                redacted(other)
+            ),
+        }
+    }
+
+    /// The event store named by `events` (a `clickhouse://` URL), else the embedded one.
+    pub fn events_backend(&self) -> anyhow::Result<EventsBackend> {
+        match self.events.as_deref().filter(|e| !e.is_empty()) {
+            None => Ok(EventsBackend::Embedded(self.events_path())),
+            Some(url) if url.starts_with("clickhouse://") => match self.catalog_backend()? {
+                CatalogBackend::Postgres(ledger) => {
+                    Ok(EventsBackend::ClickHouse { url: url.to_owned(), ledger })
+                }
+                CatalogBackend::Embedded(_) => bail!(
+                    "the clickhouse event store keeps its exactly-once ledger in the PostgreSQL \
+                     catalog: give a postgres:// catalog too (--catalog, ODOMETER_CATALOG)"
+                ),
+            },
+            Some(other) => bail!(
+                "events '{}' is not a clickhouse:// URL (leave it out for the embedded store)",
+                redacted(other)
+            ),
+        }
+    }
+
+    /// Whether both stores are servers (replicas may share them).
+    pub fn is_server_mode(&self) -> bool {
+        self.catalog.as_deref().is_some_and(|c| !c.is_empty())
+            && self.events.as_deref().is_some_and(|e| !e.is_empty())
+    }
+
+    /// Where the data is, for people (URLs without their passwords).
+    pub fn describe_stores(&self) -> String {
+        let catalog = match self.catalog_backend() {
+            Ok(CatalogBackend::Postgres(url)) => redacted(&url),
+            _ => self.catalog_path().display().to_string(),
+        };
+        let events = match self.events_backend() {
+            Ok(EventsBackend::ClickHouse { url, .. }) => redacted(&url),
+            _ => self.events_path().display().to_string(),
+        };
+        format!("catalog {catalog}, events {events}")
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -103,6 +204,16 @@ impl Config {
     }
 }
 
+/// A URL with its password replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 // figment's Jail closures return its (large) error type by design.
 #[allow(clippy::unwrap_used, clippy::result_large_err)]
@@ -117,17 +228,21 @@ mod tests {
                 "data_dir = \"from-file\"\nlisten = \"127.0.0.1:9000\"\nlog = \"debug\"",
             )?;
             let global = GlobalArgs::default();
-            let config = Config::load(&global, None).unwrap();
+            let config = Config::load(&global, CommandFlags::default()).unwrap();
             assert_eq!(config.data_dir, PathBuf::from("from-file"));
             assert_eq!(config.listen, "127.0.0.1:9000");
 
             jail.set_env("ODOMETER_LISTEN", "127.0.0.1:9001");
-            let config = Config::load(&global, None).unwrap();
+            let config = Config::load(&global, CommandFlags::default()).unwrap();
             assert_eq!(config.listen, "127.0.0.1:9001");
             assert_eq!(config.log, "debug");
 
             let global = GlobalArgs { data_dir: Some("from-flag".into()), ..GlobalArgs::default() };
-            let config = Config::load(&global, Some("127.0.0.1:9002".into())).unwrap();
+            let config = Config::load(
+                &global,
+                CommandFlags { listen: Some("127.0.0.1:9002".into()), ..CommandFlags::default() },
+            )
+            .unwrap();
             assert_eq!(config.listen, "127.0.0.1:9002");
             assert_eq!(config.data_dir, PathBuf::from("from-flag"));
             Ok(())
@@ -139,7 +254,66 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ODOMETER_URL", "http://127.0.0.1:9000");
             jail.set_env("ODOMETER_API_KEY", "odo_secret");
-            assert_eq!(Config::load(&GlobalArgs::default(), None).unwrap(), Config::default());
+            assert_eq!(
+                Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap(),
+                Config::default()
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn server_mode_from_file_environment_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "odometer.toml",
+                "catalog = \"postgres://u:p@db/file\"\nevents = \"clickhouse://ch/file\"",
+            )?;
+            let config = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap();
+            assert_eq!(
+                config.events_backend().unwrap(),
+                EventsBackend::ClickHouse {
+                    url: "clickhouse://ch/file".into(),
+                    ledger: "postgres://u:p@db/file".into()
+                }
+            );
+            assert!(config.is_server_mode());
+            assert_eq!(
+                config.describe_stores(),
+                "catalog postgres://u:***@db/file, events clickhouse://ch/file"
+            );
+            jail.set_env("ODOMETER_CATALOG", "postgresql://db/env");
+            jail.set_env("ODOMETER_EVENTS", "clickhouse://ch/env");
+            let config = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap();
+            assert_eq!(
+                config.catalog_backend().unwrap(),
+                CatalogBackend::Postgres("postgresql://db/env".into())
+            );
+            let flags = CommandFlags {
+                catalog: Some("postgres://db/flag".into()),
+                events: Some("clickhouse://ch/flag".into()),
+                ..CommandFlags::default()
+            };
+            let config = Config::load(&GlobalArgs::default(), flags).unwrap();
+            assert_eq!(config.catalog.as_deref(), Some("postgres://db/flag"));
+            assert_eq!(config.events.as_deref(), Some("clickhouse://ch/flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clickhouse_events_need_a_postgres_catalog() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ODOMETER_EVENTS", "clickhouse://ch/x");
+            let err = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("postgres:// catalog"), "{err:#}");
+            jail.set_env("ODOMETER_CATALOG", "mysql://u:secret@db/x");
+            let err = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(
+                message.contains("not a postgres:// URL") && !message.contains("secret"),
+                "{message}"
+            );
             Ok(())
         });
     }
@@ -147,7 +321,7 @@ mod tests {
     #[test]
     fn defaults_without_any_source() {
         figment::Jail::expect_with(|_jail| {
-            let config = Config::load(&GlobalArgs::default(), None).unwrap();
+            let config = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap();
             assert_eq!(config, Config::default());
             Ok(())
         });
@@ -157,13 +331,17 @@ mod tests {
     fn bad_values_and_unknown_settings_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("odometer.toml", "colour = \"red\"")?;
-            assert!(Config::load(&GlobalArgs::default(), None).is_err());
+            assert!(Config::load(&GlobalArgs::default(), CommandFlags::default()).is_err());
             jail.create_file("odometer.toml", "")?;
-            let err = Config::load(&GlobalArgs::default(), Some("nowhere".into())).unwrap_err();
+            let err = Config::load(
+                &GlobalArgs::default(),
+                CommandFlags { listen: Some("nowhere".into()), ..CommandFlags::default() },
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("listen address"), "{err}");
             let missing =
                 GlobalArgs { config: Some("missing.toml".into()), ..GlobalArgs::default() };
-            assert!(Config::load(&missing, None).is_err());
+            assert!(Config::load(&missing, CommandFlags::default()).is_err());
             Ok(())
         });
     }

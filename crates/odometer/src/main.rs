@@ -8,6 +8,7 @@ mod config;
 mod import;
 mod remote;
 mod serve;
+mod stores;
 mod usage;
 
 use std::process::ExitCode;
@@ -25,15 +26,19 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{CommandFlags, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve(args) => args.listen.clone(),
-        _ => None,
+    let flags = match &cli.command {
+        Command::Serve(args) => CommandFlags {
+            listen: args.listen.clone(),
+            catalog: args.catalog.clone(),
+            events: args.events.clone(),
+        },
+        _ => CommandFlags::default(),
     };
-    let config = match Config::load(&cli.global, listen) {
+    let config = match Config::load(&cli.global, flags) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -1,11 +1,9 @@
 //! `odometer serve`: opens the store, makes sure an organization exists (printing the first
 //! key once), and serves HTTP until SIGINT or SIGTERM.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use odometer_api::AppState;
-use odometer_store::{tenants, Catalog, EventStore};
+use odometer_store::tenants;
 
 use crate::commands::{open_catalog, open_event_store, print_bootstrap};
 use crate::config::Config;
@@ -21,16 +19,16 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, data_dir = %config.data_dir().display(), "odometer is listening");
-    eprintln!("odometer listening on http://{local} (data in {})", config.data_dir().display());
-    let events = open_event_store(config).await?;
+    let stores = config.describe_stores();
+    tracing::info!(address = %local, stores, "odometer is listening");
+    eprintln!("odometer listening on http://{local} ({stores})");
+    let events = open_event_store(config).await?.as_dyn();
     // The usage index keeps state for every current metric definition: those it does not have
     // yet (after a crash, or metrics changed offline) are built in the background.
     odometer_store::usage_index::sync_all(catalog.as_ref(), events.as_ref())
         .await
         .context("cannot give the usage index the metric definitions")?;
-    let state =
-        AppState { catalog: catalog as Arc<dyn Catalog>, events: events as Arc<dyn EventStore> };
+    let state = AppState { catalog, events };
     axum::serve(listener, odometer_api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

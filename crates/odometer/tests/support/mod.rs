@@ -16,7 +16,9 @@ pub fn odometer(data_dir: &Path) -> Command {
         .env_remove("ODOMETER_LISTEN")
         .env_remove("ODOMETER_DATA_DIR")
         .env_remove("ODOMETER_URL")
-        .env_remove("ODOMETER_API_KEY");
+        .env_remove("ODOMETER_API_KEY")
+        .env_remove("ODOMETER_CATALOG")
+        .env_remove("ODOMETER_EVENTS");
     cmd
 }
 
