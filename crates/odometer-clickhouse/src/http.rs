@@ -130,14 +130,24 @@ impl ClickHouse {
         sql: &str,
         columns: usize,
     ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        self.query_in(true, sql, columns).await
+    }
+
+    async fn query_in(
+        &self,
+        database: bool,
+        sql: &str,
+        columns: usize,
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
         let body = format!("{sql}\nFORMAT TabSeparated");
-        let text = self.send(self.request(true).body(body), "query").await?;
+        let text = self.send(self.request(database).body(body), "query").await?;
         Ok(tsv_rows(&text, columns)?)
     }
 
-    /// The server's version, as `SELECT version()` prints it (`18.16.1`).
+    /// The server's version, as `SELECT version()` prints it (`18.16.1`); asked outside the
+    /// database, which may not exist yet.
     pub async fn version(&self) -> Result<String, StoreError> {
-        let rows = self.query("SELECT version()", 1).await?;
+        let rows = self.query_in(false, "SELECT version()", 1).await?;
         rows.into_iter()
             .next()
             .and_then(|row| row.into_iter().next().flatten())

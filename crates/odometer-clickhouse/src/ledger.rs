@@ -242,10 +242,6 @@ impl Ledger {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(pg)
     }
@@ -262,7 +258,7 @@ impl Ledger {
     ) -> Result<Claimed, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(pg)?;
         let mut tx = conn.begin().await.map_err(pg)?;
-        let org_id = *org.as_uuid();
+        let org_id = org.as_uuid();
         sqlx::query(
             "INSERT INTO event_ledger.sequences VALUES ($1, 0, 0) ON CONFLICT (org) DO NOTHING",
         )
@@ -390,9 +386,11 @@ impl Ledger {
         .execute(&mut *tx)
         .await
         .map_err(pg)?;
+        // PostgreSQL text cannot hold NUL; a key with one cannot name a SQL column either.
         let keys: HashSet<&str> = accepted
             .iter()
             .flat_map(|&i| events[i].properties.keys().map(String::as_str))
+            .filter(|key| !key.contains('\0'))
             .collect();
         let keys: Vec<&str> = keys.into_iter().collect();
         sqlx::query(

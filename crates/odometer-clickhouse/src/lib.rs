@@ -391,7 +391,7 @@ impl Inner {
                 query.clone(),
             );
             let result = tokio::task::spawn_blocking(move || {
-                odometer_embedded::reference_usage(
+                odometer_embedded::events::reference_usage(
                     &org_text, &customer, &events, &keys, &tables, &spec, &query,
                 )
             })

@@ -38,6 +38,8 @@ const NASTY: [&str; 12] = [
 #[tokio::test]
 async fn literals_and_tsv_fields_round_trip_through_the_server() {
     let databases = Databases::create().await;
+    // Opening the store creates the ClickHouse database.
+    let store = ClickHouseEventStore::open(databases.options()).await.unwrap();
     let ch = ClickHouse::new(ClickHouseUrl::parse(&databases.clickhouse).unwrap()).unwrap();
     for text in NASTY {
         let rows = ch.query(&format!("SELECT {}, length({0})", literal(text)), 2).await.unwrap();
@@ -46,7 +48,6 @@ async fn literals_and_tsv_fields_round_trip_through_the_server() {
         assert_eq!(rows[0][1].as_deref(), Some(text.len().to_string().as_str()), "{text:?}: bytes");
     }
     // The same strings as every text field of stored events, read back by key.
-    let store = ClickHouseEventStore::open(databases.options()).await.unwrap();
     let org = OrganizationId::new();
     let events: Vec<Event> = NASTY
         .iter()

@@ -164,12 +164,6 @@ impl Config {
         }
     }
 
-    /// Whether both stores are servers (replicas may share them).
-    pub fn is_server_mode(&self) -> bool {
-        self.catalog.as_deref().is_some_and(|c| !c.is_empty())
-            && self.events.as_deref().is_some_and(|e| !e.is_empty())
-    }
-
     /// Where the data is, for people (URLs without their passwords).
     pub fn describe_stores(&self) -> String {
         let catalog = match self.catalog_backend() {
@@ -277,7 +271,6 @@ mod tests {
                     ledger: "postgres://u:p@db/file".into()
                 }
             );
-            assert!(config.is_server_mode());
             assert_eq!(
                 config.describe_stores(),
                 "catalog postgres://u:***@db/file, events clickhouse://ch/file"

@@ -131,12 +131,13 @@ fn event(k: usize) -> Value {
     let ts = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
         + chrono::TimeDelta::minutes((k * 37 % 40_000) as i64)
         + chrono::TimeDelta::microseconds((k * 7919 % 1_000_000) as i64);
+    let region = ["eu", "us"][k % 2];
     json!({
         "transaction_id": format!("k{k}"),
         "code": "requests",
         "customer": format!("customer-{}", k % 3),
         "timestamp": ts.to_rfc3339(),
-        "properties": {"units": format!("{}.{}", k % 11, k % 10), "region": ["eu", "us"][k % 2]}
+        "properties": {"units": format!("{}.{}", k % 11, k % 10), "region": region}
     })
 }
 
