@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "catalog_conformance/database.rs"]
 mod database;
+#[path = "catalog_conformance/replicas.rs"]
 mod replicas;
 
 use serde_json::json;
@@ -57,9 +59,9 @@ async fn tables(database: &TestDatabase) -> Vec<String> {
 #[tokio::test]
 async fn connecting_creates_the_schema_once_and_keeps_the_data() {
     let database = TestDatabase::create().await;
+    let url = database.url();
     // Two replicas starting together: the migrations run once, under an advisory lock.
-    let (first, second) =
-        tokio::join!(PgCatalog::connect(&database.url()), PgCatalog::connect(&database.url()));
+    let (first, second) = tokio::join!(PgCatalog::connect(&url), PgCatalog::connect(&url));
     let (catalog, second) = (first.unwrap(), second.unwrap());
     assert_eq!(catalog.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(

@@ -247,9 +247,10 @@ async fn plans_replaced_by_two_replicas_keep_their_attachments_in_step() {
     };
     let plan = plans::create_plan(&*a, org, &definition(&["m1"])).await.unwrap();
     for round in 0..12 {
+        let (two, one) = (definition(&["m1", "m2"]), definition(&["m3"]));
         let (first, second) = tokio::join!(
-            plans::replace_plan(&*a, org, "pro", &definition(&["m1", "m2"])),
-            plans::replace_plan(&*b, org, "pro", &definition(&["m3"]))
+            plans::replace_plan(&*a, org, "pro", &two),
+            plans::replace_plan(&*b, org, "pro", &one)
         );
         first.unwrap();
         second.unwrap();
@@ -273,9 +274,10 @@ async fn two_replicas_creating_the_same_code_store_it_once() {
     let (a, b, org, _database) = two_replicas().await;
     for round in 0..12 {
         let code = format!("code_{round}");
+        let (mine, theirs) = (count_metric(&code, "A"), count_metric(&code, "B"));
         let (first, second) = tokio::join!(
-            metrics::create_metric(&*a, org, &count_metric(&code, "A")),
-            metrics::create_metric(&*b, org, &count_metric(&code, "B"))
+            metrics::create_metric(&*a, org, &mine),
+            metrics::create_metric(&*b, org, &theirs)
         );
         match (&first, &second) {
             (Ok(_), Err(MetricError::Store(StoreError::CodeTaken { code: taken })))
