@@ -42,6 +42,9 @@ postgres_start() {
     mkdir -p "$PG_DIR"
     [ "$(id -u)" != 0 ] || chown postgres: "$PG_DIR"
     chmod 700 "$PG_DIR"
+    if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -w "$PG_DIR"; then
+        die "postgres: the postgres user cannot write $PG_DIR (a parent directory is closed to it): set ODOMETER_SERVERS_DIR to a directory under /tmp"
+    fi
     if [ ! -f "$PG_DATA/PG_VERSION" ]; then
         rm -rf "$PG_DATA"
         echo odometer >"$PG_DIR/password"

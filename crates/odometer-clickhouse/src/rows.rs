@@ -137,7 +137,7 @@ fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Backend(format!("stored instant {micros} out of range")))
 }
 
-fn field<'a>(row: &'a [Option<String>], i: usize) -> Result<&'a str, StoreError> {
+fn field(row: &[Option<String>], i: usize) -> Result<&str, StoreError> {
     row.get(i)
         .and_then(Option::as_deref)
         .ok_or_else(|| StoreError::Backend(format!("clickhouse: column {i} is missing or NULL")))
