@@ -105,7 +105,12 @@ impl Config {
         }
         // ODOMETER_CONFIG names the file itself, not a setting; ODOMETER_URL and
         // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap).
-        figment = figment.merge(Env::prefixed("ODOMETER_").ignore(&["config", "url", "api_key"]));
+        // ODOMETER_TEST_* name the test servers (scripts/servers), not settings.
+        figment = figment.merge(
+            Env::prefixed("ODOMETER_")
+                .ignore(&["config", "url", "api_key"])
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
+        );
         let flags = FlagOverrides {
             data_dir: global.data_dir.clone(),
             listen: command.listen,
@@ -248,6 +253,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ODOMETER_URL", "http://127.0.0.1:9000");
             jail.set_env("ODOMETER_API_KEY", "odo_secret");
+            jail.set_env("ODOMETER_TEST_POSTGRES_URL", "postgres://test/server");
             assert_eq!(
                 Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap(),
                 Config::default()
