@@ -194,7 +194,7 @@ proptest! {
                 };
                 prop_assert_eq!(value, expected);
             }
-            Outcome::DecidedBySql => prop_assert!(false, "no SQL metric here"),
+            Outcome::DecidedBySql => return Err(TestCaseError::fail("no SQL metric here")),
         }
     }
 
