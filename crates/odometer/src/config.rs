@@ -64,8 +64,13 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         // ODOMETER_CONFIG names the file itself, not a setting; ODOMETER_URL and
-        // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap).
-        figment = figment.merge(Env::prefixed("ODOMETER_").ignore(&["config", "url", "api_key"]));
+        // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap);
+        // ODOMETER_TEST_* name the servers of the test suites (scripts/servers).
+        figment = figment.merge(
+            Env::prefixed("ODOMETER_")
+                .ignore(&["config", "url", "api_key"])
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
+        );
         let flags =
             FlagOverrides { data_dir: global.data_dir.clone(), listen, log: global.log.clone() };
         figment = figment.merge(Serialized::defaults(flags));
@@ -135,10 +140,11 @@ mod tests {
     }
 
     #[test]
-    fn the_http_commands_variables_are_not_settings() {
+    fn the_http_commands_and_test_suites_variables_are_not_settings() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ODOMETER_URL", "http://127.0.0.1:9000");
             jail.set_env("ODOMETER_API_KEY", "odo_secret");
+            jail.set_env("ODOMETER_TEST_POSTGRES_URL", "postgres://127.0.0.1:1/postgres");
             assert_eq!(Config::load(&GlobalArgs::default(), None).unwrap(), Config::default());
             Ok(())
         });
