@@ -1,6 +1,8 @@
-//! Odometer's HTTP surfaces: the native `/v1` API (and later the Lago, Meteroid and Zenskar
-//! dialects), request ids, health, the generated OpenAPI document and the `/docs` page.
+//! Odometer's HTTP surfaces: the native `/v1` API, the Lago, Meteroid and Zenskar dialects,
+//! the web console (`/console`), request ids, health, the generated OpenAPI document and the
+//! `/docs` page.
 
+mod console;
 mod docs;
 pub mod lago;
 mod meteroid;
@@ -71,6 +73,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(native)
+        .merge(console::router())
         .nest("/lago", lago::router())
         .nest("/zenskar", zenskar::router())
         .nest("/meteroid", meteroid::router())

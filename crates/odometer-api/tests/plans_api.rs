@@ -556,6 +556,11 @@ async fn the_lock_rule_is_live() {
     let locked = app.call(Method::PATCH, &metric_path, Some(locked_patch.clone())).await;
     assert_error(&locked, StatusCode::CONFLICT, "metric_locked");
     assert_eq!(details(&locked), pairs(&[("aggregation.field", "locked")]), "names the field");
+    assert_eq!(
+        locked.body["error"]["message"],
+        "the metric is attached to plan 'pro', so these fields cannot change: aggregation.field",
+        "names the plan that locks it"
+    );
     let unchanged = app.ok(Method::GET, &metric_path, None).await;
     assert_eq!(
         (&unchanged["revision"], &unchanged["aggregation"]["field"]),

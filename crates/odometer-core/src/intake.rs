@@ -58,6 +58,30 @@ const PREVIEW_CHARS: usize = 40;
 /// (empty string or control characters), `too_long`, `invalid_timestamp`,
 /// `properties_too_large`, `unknown_field`.
 pub fn parse_event(value: &Value, now: DateTime<Utc>) -> Result<Event, EventRejection> {
+    parse_event_parts(value, None, now)
+}
+
+/// [`parse_event`] of a value the caller gives up: the properties are moved out of it instead
+/// of copied (the ingest path parses every event of a request this way). A rejection comes
+/// with the event's `transaction_id` when it had a readable one, for the caller's answer.
+pub fn parse_event_owned(
+    mut value: Value,
+    now: DateTime<Utc>,
+) -> Result<Event, (EventRejection, Option<String>)> {
+    let taken = value.as_object_mut().and_then(|o| o.get_mut("properties")).map(Value::take);
+    parse_event_parts(&value, taken, now).map_err(|rejection| {
+        let id = value.get("transaction_id").and_then(Value::as_str).map(str::to_owned);
+        (rejection, id)
+    })
+}
+
+/// The checks of [`parse_event`]; `taken` is the `properties` member when the caller moved it
+/// out of `value` (which then holds null there).
+fn parse_event_parts(
+    value: &Value,
+    taken: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<Event, EventRejection> {
     let mut problems = Problems::new();
     let Some(mut reader) = ObjectReader::new("", value, &mut problems) else {
         return Err(rejection(&problems));
@@ -76,25 +100,18 @@ pub fn parse_event(value: &Value, now: DateTime<Utc>) -> Result<Event, EventReje
             }
         },
     };
-    let properties = match reader.get("properties") {
-        None => Some(Map::new()),
-        Some(Value::Object(map)) if fits_in_properties(map) => Some(map.clone()),
-        Some(Value::Object(_)) => {
-            problems.push(
-                "properties",
-                "properties_too_large",
-                format!("must be at most {MAX_PROPERTIES_BYTES} bytes of JSON"),
-            );
-            None
-        }
-        Some(other) => {
-            problems.push(
-                "properties",
-                "invalid_type",
-                format!("expected an object, got {}", type_name(other)),
-            );
-            None
-        }
+    let present = reader.get("properties");
+    let properties = match taken {
+        Some(held) => properties_of(held, &mut problems),
+        None => match present {
+            Some(Value::Object(map)) if fits_in_properties(map) => Some(map.clone()),
+            Some(Value::Object(_)) => {
+                too_large(&mut problems);
+                None
+            }
+            Some(other) => properties_of(other.clone(), &mut problems),
+            None => Some(Map::new()),
+        },
     };
     reader.finish(&mut problems);
     match (transaction_id, code, customer, timestamp, properties) {
@@ -105,6 +122,34 @@ pub fn parse_event(value: &Value, now: DateTime<Utc>) -> Result<Event, EventReje
         }
         _ => Err(rejection(&problems)),
     }
+}
+
+/// The `properties` member's map, or the problem with it (absent or null is empty).
+fn properties_of(value: Value, problems: &mut Problems) -> Option<Map<String, Value>> {
+    match value {
+        Value::Null => Some(Map::new()),
+        Value::Object(map) if fits_in_properties(&map) => Some(map),
+        Value::Object(_) => {
+            too_large(problems);
+            None
+        }
+        other => {
+            problems.push(
+                "properties",
+                "invalid_type",
+                format!("expected an object, got {}", type_name(&other)),
+            );
+            None
+        }
+    }
+}
+
+fn too_large(problems: &mut Problems) {
+    problems.push(
+        "properties",
+        "properties_too_large",
+        format!("must be at most {MAX_PROPERTIES_BYTES} bytes of JSON"),
+    );
 }
 
 /// One rejection for all the problems: the first one's code, every message with its field.
@@ -123,9 +168,53 @@ fn rejection(problems: &Problems) -> EventRejection {
     EventRejection::new(problems.first_code(), message)
 }
 
-/// Whether the compact JSON of `properties` is at most [`MAX_PROPERTIES_BYTES`] long. Stops
-/// counting past the limit, so an oversized document is not serialized in full.
+/// Whether the compact JSON of `properties` is at most [`MAX_PROPERTIES_BYTES`] long. An
+/// upper bound that needs no serialization settles almost every event; only when it is past
+/// the limit is the document serialized, and the count stops there.
 fn fits_in_properties(properties: &Map<String, Value>) -> bool {
+    let bound = properties
+        .iter()
+        .map(|(k, v)| string_bound(k).saturating_add(json_bound(v)).saturating_add(2))
+        .fold(2usize, usize::saturating_add);
+    bound <= MAX_PROPERTIES_BYTES || serialized_fits(properties)
+}
+
+/// At most how long a string is in JSON: quotes, and every character escaped as `\uXXXX`.
+fn string_bound(text: &str) -> usize {
+    text.len().saturating_mul(6).saturating_add(2)
+}
+
+/// At most how long `value` is as compact JSON.
+fn json_bound(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        // A number's text is as it was sent (exact numbers keep their spelling).
+        Value::Number(n) => {
+            struct Count(usize);
+            impl std::fmt::Write for Count {
+                fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                    self.0 += s.len();
+                    Ok(())
+                }
+            }
+            let mut count = Count(0);
+            let _ = std::fmt::Write::write_fmt(&mut count, format_args!("{n}"));
+            count.0
+        }
+        Value::String(text) => string_bound(text),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| json_bound(v).saturating_add(1))
+            .fold(2usize, usize::saturating_add),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| string_bound(k).saturating_add(json_bound(v)).saturating_add(2))
+            .fold(2usize, usize::saturating_add),
+    }
+}
+
+/// The exact check: serializes, stopping past the limit.
+fn serialized_fits(properties: &Map<String, Value>) -> bool {
     struct Budget(usize);
     impl std::io::Write for Budget {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -6,6 +6,7 @@ pub mod charge_usage;
 pub mod customer;
 pub mod engine;
 pub mod event;
+pub mod explain;
 pub mod expression;
 pub mod id;
 pub mod input;

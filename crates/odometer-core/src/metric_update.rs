@@ -29,9 +29,22 @@ pub struct MetricPatch {
 
 /// A patch that would change locked fields of an attached metric.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the metric is attached to a plan, so these fields cannot change: {}", fields.join(", "))]
+#[error("{}, so these fields cannot change: {}", attached_to(plans), fields.join(", "))]
 pub struct MetricLocked {
     pub fields: Vec<&'static str>,
+    /// The codes of the plans that lock it, when the caller looked them up (else empty).
+    pub plans: Vec<String>,
+}
+
+fn attached_to(plans: &[String]) -> String {
+    match plans {
+        [] => "the metric is attached to a plan".to_owned(),
+        [one] => format!("the metric is attached to plan '{one}'"),
+        many => format!(
+            "the metric is attached to plans {}",
+            many.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// Applies a JSON merge patch (RFC 7386: an absent member is unchanged, `null` clears it) to
@@ -95,7 +108,7 @@ pub fn check_lock(
     if fields.is_empty() {
         Ok(())
     } else {
-        Err(MetricLocked { fields })
+        Err(MetricLocked { fields, plans: Vec::new() })
     }
 }
 

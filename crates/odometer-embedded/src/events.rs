@@ -131,6 +131,9 @@ struct Inner {
     paths: PathCounters,
     files: Option<Files>,
     store_id: String,
+    /// The lock file of a store on disk, held while it is open; declared last, so it is
+    /// released only after everything else (connections, threads) is closed.
+    _held: Option<std::fs::File>,
 }
 
 /// How usage questions were answered, since the store was opened.
@@ -198,12 +201,13 @@ impl DuckEventStore {
                 std::fs::create_dir_all(dir).map_err(backend)?;
             }
             let started = std::time::Instant::now();
+            let held = take_lock(&path).map_err(|refused| refused.into_error(&path))?;
             let conn = Connection::open(&path).map_err(backend)?;
             let files = Files {
                 log_dir: path.with_extension("log"),
                 snapshot: path.with_extension("snapshot"),
             };
-            let store = Self::start(conn, Some(files))?;
+            let store = Self::start(conn, Some(files), Some(held))?;
             tracing::info!(
                 path = %path.display(),
                 events = store.len()?,
@@ -218,10 +222,25 @@ impl DuckEventStore {
 
     /// An event store in memory, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::start(Connection::open_in_memory().map_err(backend)?, None)
+        Self::start(Connection::open_in_memory().map_err(backend)?, None, None)
     }
 
-    fn start(conn: Connection, files: Option<Files>) -> Result<Self, StoreError> {
+    /// Whether a store is open on the event database at `path`, in this process or another
+    /// (its lock file is held). A store releases it last when it closes, after its checkpoint
+    /// and snapshot, so `false` means the files are complete and a new store may open them.
+    pub fn in_use(path: &Path) -> Result<bool, StoreError> {
+        match take_lock(path) {
+            Ok(_released_at_once) => Ok(false),
+            Err(LockRefused::InUse) => Ok(true),
+            Err(LockRefused::Failed(err)) => Err(err),
+        }
+    }
+
+    fn start(
+        conn: Connection,
+        files: Option<Files>,
+        held: Option<std::fs::File>,
+    ) -> Result<Self, StoreError> {
         let store_id = create_schema(&conn)?;
         sql::create_tables(&conn)?;
         conn.execute_batch("SET checkpoint_threshold = '256MB'").map_err(backend)?;
@@ -300,6 +319,7 @@ impl DuckEventStore {
                 paths: PathCounters::default(),
                 files,
                 store_id,
+                _held: held,
             }),
         })
     }
@@ -559,6 +579,50 @@ fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
             duckdb::Error::QueryReturnedNoRows => Ok(None),
             other => Err(backend(other)),
         })
+}
+
+/// Why the lock file of an event database could not be taken.
+enum LockRefused {
+    /// Another store holds it.
+    InUse,
+    Failed(StoreError),
+}
+
+impl LockRefused {
+    fn into_error(self, path: &Path) -> StoreError {
+        match self {
+            Self::InUse => backend(format!(
+                "the event store {} is already open (is another odometer using this data directory?)",
+                path.display()
+            )),
+            Self::Failed(err) => err,
+        }
+    }
+}
+
+/// Takes the lock file beside the event database at `path` (`events.lock` for
+/// `events.duckdb`): one store at a time may have the files open, in any process. Two stores
+/// on the same files (a second server on the same data directory, or a reopen in the same
+/// process before the first store closed) would each copy the log and write the snapshot the
+/// other reads. The lock is an advisory `flock`, released by the kernel when its file is closed,
+/// so a crashed process leaves none behind.
+fn take_lock(path: &Path) -> Result<std::fs::File, LockRefused> {
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            LockRefused::Failed(backend(format!("cannot open {}: {e}", lock_path.display())))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockRefused::InUse),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(LockRefused::Failed(backend(format!("cannot lock {}: {e}", lock_path.display()))))
+        }
+    }
 }
 
 /// Creates the tables of a new database, upgrades a version-2 one, or checks that an existing

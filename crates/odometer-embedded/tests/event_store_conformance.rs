@@ -44,3 +44,20 @@ mod duckdb_file {
 mod duckdb_memory {
     odometer_store::event_store_conformance_tests!(super::memory_store, index);
 }
+
+/// One store at a time on the same files: a second open (another server on the same data
+/// directory, or a reopen in this process before the first store closed) is refused with a
+/// message naming the file, and succeeds once the first store has closed.
+#[tokio::test]
+async fn a_second_store_on_the_same_files_is_refused_until_the_first_closes() {
+    let (store, dir) = file_store().await;
+    assert!(DuckEventStore::in_use(&path(&dir)).unwrap());
+    let refused = DuckEventStore::open(&path(&dir)).await.expect_err("a second store opened");
+    let message = refused.to_string();
+    assert!(message.contains("already open"), "{message}");
+    assert!(message.contains(FILE_NAME), "{message}");
+    drop(store);
+    assert!(!DuckEventStore::in_use(&path(&dir)).unwrap());
+    let reopened = DuckEventStore::open(&path(&dir)).await.unwrap();
+    assert!(reopened.is_empty().unwrap());
+}

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use odometer_core::event::Event;
 use odometer_core::intake::{
-    batch_rejection, needs_customer, parse_event, validate_event, EventOutcome, EventRejection,
-    IntakeContext,
+    batch_rejection, needs_customer, parse_event_owned, validate_event, EventOutcome,
+    EventRejection, IntakeContext,
 };
 use odometer_core::{time, MetricSpec, OrganizationId};
 use serde_json::Value;
@@ -28,16 +28,16 @@ pub struct IngestResult {
 }
 
 /// Ingests raw JSON events for `org`. Events that pass are stored even when others are
-/// rejected, unless `atomic` (then all or nothing).
+/// rejected, unless `atomic` (then all or nothing). The values are taken, so each event's
+/// properties move into the stored event instead of being copied.
 pub async fn ingest(
     catalog: &dyn Catalog,
     store: &dyn EventStore,
     org: OrganizationId,
-    raw: &[Value],
+    raw: Vec<Value>,
     atomic: bool,
 ) -> Result<Vec<IngestResult>, StoreError> {
-    let items: Vec<Result<&Value, EventRejection>> = raw.iter().map(Ok).collect();
-    ingest_items(catalog, store, org, &items, atomic).await
+    ingest_items(catalog, store, org, raw.into_iter().map(Ok).collect(), atomic).await
 }
 
 /// Like [`ingest`], for inputs some of which were already refused before they could be read
@@ -47,13 +47,19 @@ pub async fn ingest_items(
     catalog: &dyn Catalog,
     store: &dyn EventStore,
     org: OrganizationId,
-    items: &[Result<&Value, EventRejection>],
+    items: Vec<Result<Value, EventRejection>>,
     atomic: bool,
 ) -> Result<Vec<IngestResult>, StoreError> {
     let now = time::now();
     let settings = catalog.get_organization(org).await?.settings;
-    let parsed: Vec<Result<Event, EventRejection>> =
-        items.iter().map(|item| item.clone().and_then(|v| parse_event(v, now))).collect();
+    let count = items.len();
+    // Each event, or its rejection with the transaction id it carried (for the answer).
+    let parsed: Vec<Result<Event, (EventRejection, Option<String>)>> = items
+        .into_iter()
+        .map(|item| {
+            item.map_err(|rejection| (rejection, None)).and_then(|v| parse_event_owned(v, now))
+        })
+        .collect();
 
     // What the catalog says about the codes and customers this batch names, asked once each.
     let mut metrics_by_code: HashMap<String, Vec<MetricSpec>> = HashMap::new();
@@ -73,18 +79,13 @@ pub async fn ingest_items(
     let customer_exists: HashMap<&str, bool> =
         named_customers.iter().map(|c| (c.as_str(), existing.contains(c))).collect();
 
-    let mut results: Vec<IngestResult> = Vec::with_capacity(items.len());
+    let mut results: Vec<IngestResult> = Vec::with_capacity(count);
     let mut to_store: Vec<(usize, Event)> = Vec::new();
     let mut to_create: Vec<String> = Vec::new();
     for (i, parsed) in parsed.into_iter().enumerate() {
-        let transaction_id = match &parsed {
-            Ok(event) => Some(event.transaction_id.clone()),
-            Err(_) => items[i]
-                .as_ref()
-                .ok()
-                .and_then(|v| v.get("transaction_id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+        let (transaction_id, parsed) = match parsed {
+            Ok(event) => (Some(event.transaction_id.clone()), Ok(event)),
+            Err((rejection, id)) => (id, Err(rejection)),
         };
         let checked = parsed.and_then(|event| {
             let metrics: Vec<&MetricSpec> =

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod dialect_records;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

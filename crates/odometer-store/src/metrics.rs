@@ -115,7 +115,9 @@ pub async fn update_metric(
             return Ok(current);
         }
         let attached = catalog.is_metric_attached(org, current.id).await?;
-        check_lock(&current.spec, &next.spec, attached).map_err(MetricError::Locked)?;
+        if let Err(locked) = check_lock(&current.spec, &next.spec, attached) {
+            return Err(MetricError::Locked(locking_plans(catalog, org, &current, locked).await?));
+        }
         let revision = MetricRevisionInput {
             previous_revision: current.revision,
             spec: next.spec,
@@ -126,11 +128,27 @@ pub async fn update_metric(
             Err(StoreError::RevisionConflict { .. })
                 if next.expected_revision.is_none() && attempt < UPDATE_ATTEMPTS => {}
             Err(StoreError::MetricLocked { fields }) => {
-                return Err(MetricError::Locked(MetricLocked { fields }))
+                let locked = MetricLocked { fields, plans: Vec::new() };
+                return Err(MetricError::Locked(
+                    locking_plans(catalog, org, &current, locked).await?,
+                ));
             }
             other => return Ok(other?),
         }
     }
+}
+
+/// Names the plans that lock the metric in a lock refusal, so the refusal says which plan to
+/// change.
+async fn locking_plans(
+    catalog: &dyn Catalog,
+    org: OrganizationId,
+    metric: &Metric,
+    mut locked: MetricLocked,
+) -> Result<MetricLocked, StoreError> {
+    let plans = catalog.plans_charging_metric(org, metric.id).await?;
+    locked.plans = plans.into_iter().map(|plan| plan.spec.code).collect();
+    Ok(locked)
 }
 
 /// Archives a live metric (idempotent: an archived metric keeps its first archive time).

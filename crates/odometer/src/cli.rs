@@ -37,6 +37,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the first organization of a new data directory and print its API key once
     Init(InitArgs),
+    /// Create and list organizations (each with its own metrics, customers, events and keys)
+    #[command(subcommand, alias = "orgs")]
+    Organizations(OrganizationsCommand),
     /// Create, list and revoke API keys
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -73,6 +76,18 @@ pub struct InitArgs {
     /// Name of the organization
     #[arg(long, default_value = "default")]
     pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrganizationsCommand {
+    /// Create another organization and print its first API key once
+    Create {
+        /// Name of the organization
+        #[arg(long)]
+        name: String,
+    },
+    /// List the data directory's organizations
+    List,
 }
 
 /// Which organization a command acts for.

@@ -1,4 +1,4 @@
-//! The administrative subcommands: `init`, `keys ...` and `metrics ...`, run directly against
+//! The administrative subcommands: `init`, `organizations ...`, `keys ...` and `metrics ...`, run directly against
 //! the data directory's catalog with the same rules the API applies.
 
 use std::io::Read;
@@ -12,7 +12,7 @@ use odometer_store::tenants::{self, Bootstrap};
 use odometer_store::{ArchivedFilter, Catalog, MetricListParams};
 use serde_json::Value;
 
-use crate::cli::{InitArgs, KeysCommand, MetricsCommand, OrgArg};
+use crate::cli::{InitArgs, KeysCommand, MetricsCommand, OrgArg, OrganizationsCommand};
 use crate::config::Config;
 
 pub use crate::stores::{open_catalog, open_event_store};
@@ -41,6 +41,28 @@ pub async fn init(config: &Config, args: &InitArgs) -> anyhow::Result<()> {
     }
     let bootstrap = tenants::create_organization(catalog.as_ref(), &args.name).await?;
     print_bootstrap(&bootstrap);
+    Ok(())
+}
+
+pub async fn organizations(config: &Config, command: OrganizationsCommand) -> anyhow::Result<()> {
+    let catalog = open_catalog(config).await?;
+    match command {
+        OrganizationsCommand::Create { name } => {
+            let bootstrap = tenants::create_organization(catalog.as_ref(), &name).await?;
+            print_bootstrap(&bootstrap);
+        }
+        OrganizationsCommand::List => {
+            println!("{:<27} {:<20} NAME", "ID", "CREATED");
+            for org in catalog.list_organizations().await? {
+                println!(
+                    "{:<27} {:<20} {}",
+                    org.id.to_string(),
+                    org.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    org.name
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -104,8 +104,8 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         // ODOMETER_CONFIG names the file itself, not a setting; ODOMETER_URL and
-        // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap).
-        // ODOMETER_TEST_* name the test servers (scripts/servers), not settings.
+        // ODOMETER_API_KEY belong to the commands that talk HTTP (read by clap);
+        // ODOMETER_TEST_* name the servers of the test suites (scripts/servers).
         figment = figment.merge(
             Env::prefixed("ODOMETER_")
                 .ignore(&["config", "url", "api_key"])
@@ -249,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn the_http_commands_variables_are_not_settings() {
+    fn the_http_commands_and_test_suites_variables_are_not_settings() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ODOMETER_URL", "http://127.0.0.1:9000");
             jail.set_env("ODOMETER_API_KEY", "odo_secret");

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(_) => serve::run(&config).await,
             Command::Init(args) => commands::init(&config, &args).await,
+            Command::Organizations(cmd) => commands::organizations(&config, cmd).await,
             Command::Keys(cmd) => commands::keys(&config, cmd).await,
             Command::Metrics(cmd) => commands::metrics(&config, cmd).await,
             Command::Events(cli::EventsCommand::Import(args)) => import::run(args).await,

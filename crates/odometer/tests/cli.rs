@@ -187,4 +187,19 @@ fn init_keys_and_metrics_commands() {
     let (ok, out, _) = succeeds(odometer(&data).args(["metrics", "get", "gpu"]), None);
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["rounding"]["function"], "ceil");
+
+    // Another organization: its own key, none of the first one's metrics.
+    let (ok, out, err) =
+        succeeds(odometer(&data).args(["organizations", "create", "--name", "globex"]), None);
+    assert!(ok, "{err}");
+    assert!(out.contains("(globex)") && out.contains("odo_"), "{out}");
+    let globex = out.split_whitespace().find(|w| w.starts_with("org_")).unwrap().to_owned();
+    let (ok, out, _) = succeeds(odometer(&data).args(["organizations", "list"]), None);
+    assert!(ok && out.contains("acme") && out.contains("globex"), "{out}");
+    let (ok, _, err) = succeeds(odometer(&data).args(["metrics", "list"]), None);
+    assert!(!ok && err.contains("--org"), "two organizations: one must be named: {err}");
+    let (ok, out, err) =
+        succeeds(odometer(&data).args(["metrics", "list", "--org", &globex]), None);
+    assert!(ok, "{err}");
+    assert!(!out.contains("gpu"), "{out}");
 }

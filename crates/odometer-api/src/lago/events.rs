@@ -334,7 +334,7 @@ async fn ingest_lago(
         return Ok(Err(problems));
     }
     let events: Vec<Value> = prepared.iter().map(|p| p.event.clone()).collect();
-    let results = ingest(state.catalog.as_ref(), state.events.as_ref(), org, &events, true)
+    let results = ingest(state.catalog.as_ref(), state.events.as_ref(), org, events, true)
         .await
         .map_err(|e| LagoError::internal(e.to_string()))?;
     for (i, result) in results.iter().enumerate() {

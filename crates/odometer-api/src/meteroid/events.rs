@@ -122,7 +122,7 @@ pub async fn ingest(
     let mut stored = 0usize;
     if !native.is_empty() && (partial || failures.is_empty()) {
         let results =
-            ingest_events(state.catalog.as_ref(), state.events.as_ref(), org, &native, !partial)
+            ingest_events(state.catalog.as_ref(), state.events.as_ref(), org, native, !partial)
                 .await?;
         for (result, event_id) in results.into_iter().zip(native_ids) {
             match result.outcome {

@@ -112,7 +112,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         let status = match &err {
             StoreError::MetricLocked { fields } => {
-                return MetricLocked { fields: fields.clone() }.into();
+                return MetricLocked { fields: fields.clone(), plans: Vec::new() }.into();
             }
             StoreError::NotFound { .. } | StoreError::MetricDeleted => StatusCode::NOT_FOUND,
             StoreError::CodeTaken { .. }
@@ -136,7 +136,13 @@ impl From<MetricLocked> for ApiError {
             .map(|field| ErrorDetail {
                 path: (*field).to_owned(),
                 code: "locked".to_owned(),
-                message: "cannot change while the metric is attached to a plan".to_owned(),
+                message: match err.plans.as_slice() {
+                    [] => "cannot change while the metric is attached to a plan".to_owned(),
+                    plans => format!(
+                        "cannot change while the metric is attached to plan {}",
+                        plans.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")
+                    ),
+                },
             })
             .collect();
         api

@@ -105,7 +105,7 @@ pub async fn ingest_events(
         state.catalog.as_ref(),
         state.events.as_ref(),
         tenant.organization_id,
-        &events,
+        events,
         query.atomic.unwrap_or(false),
     )
     .await?;
@@ -204,19 +204,17 @@ pub async fn ingest_ndjson(
         }
         // Without `atomic`, store as we go so memory stays bounded; with it, all at the end.
         if (!atomic && lines.len() >= NDJSON_CHUNK) || (finished && !lines.is_empty()) {
-            let items: Vec<Result<&Value, EventRejection>> =
-                lines.iter().map(|line| line.as_ref().map_err(Clone::clone)).collect();
+            let items: Vec<Result<Value, EventRejection>> = std::mem::take(&mut lines);
             results.extend(
                 ingest_items(
                     state.catalog.as_ref(),
                     state.events.as_ref(),
                     tenant.organization_id,
-                    &items,
+                    items,
                     atomic,
                 )
                 .await?,
             );
-            lines.clear();
         }
         if finished {
             break;

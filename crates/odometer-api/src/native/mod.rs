@@ -6,6 +6,7 @@ pub mod customers;
 pub mod dto;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod extract;
 pub mod health;
 pub mod mapping;
@@ -94,6 +95,7 @@ pub fn router() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(current_usage::get_current_usage))
         .routes(routes!(events::list_events))
         .routes(routes!(events::get_event))
+        .routes(routes!(explain::explain_event))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .merge(
             OpenApiRouter::new()

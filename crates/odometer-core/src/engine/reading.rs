@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::event::{Event, StoredEvent};
+use crate::explain::SkipReason;
 use crate::expression::{EventView, ExprValue, Expression};
 use crate::input::{decimal_value, parse_decimal};
 use crate::metric::{AggregationType, Filter, FilterOp, MetricSpec, Segmentation, Unmatched};
@@ -152,14 +153,9 @@ impl EventReader {
         if event.code != self.event_code || !self.filters.iter().all(|f| f.passes(event)) {
             return None;
         }
-        let group = self.segment(event).map(|segment| GroupKey {
-            segment,
-            group_by: self
-                .group_by
-                .iter()
-                .map(|key| event.property(key).and_then(canonical_value))
-                .collect(),
-        });
+        let group = self
+            .segment(event)
+            .map(|segment| GroupKey { segment, group_by: self.group_by_values(event) });
         Some(PreparedEvent {
             timestamp: event.timestamp,
             sequence: stored.sequence,
@@ -202,51 +198,87 @@ impl EventReader {
 
     /// The event's contribution to the aggregation.
     fn read(&self, event: &Event) -> Reading {
+        self.read_explained(event).unwrap_or(Reading::Skipped)
+    }
+
+    /// The event's contribution, or why it has none: the one place both the engine
+    /// ([`Self::read`]) and the explanation of an event (`crate::explain`) take it from.
+    pub(crate) fn read_explained(&self, event: &Event) -> Result<Reading, SkipReason> {
         match self.kind {
-            AggregationType::Count | AggregationType::CustomSql => Reading::Counted,
+            AggregationType::Count | AggregationType::CustomSql => Ok(Reading::Counted),
             AggregationType::UniqueCount => {
-                let (Some(operation), Some(value)) = (operation(event), self.distinct_value(event))
-                else {
-                    return Reading::Skipped;
-                };
-                Reading::Distinct(value, operation)
+                let operation = operation(event)?;
+                Ok(Reading::Distinct(self.distinct_value(event)?, operation))
             }
-            _ => self.number(event).map_or(Reading::Skipped, Reading::Number),
+            _ => self.number(event).map(Reading::Number),
         }
     }
 
-    fn number(&self, event: &Event) -> Option<Decimal> {
+    fn number(&self, event: &Event) -> Result<Decimal, SkipReason> {
         match &self.source {
-            ValueSource::Field(path) => event.property(path).and_then(decimal_value),
-            ValueSource::Expression(expression) => {
-                expression.evaluate_decimal(&EventProperties(event)).ok()
-            }
-            ValueSource::Nothing | ValueSource::Unusable => None,
+            ValueSource::Field(path) => match event.property(path) {
+                None => Err(SkipReason::MissingProperty { path: path.clone() }),
+                Some(Value::Null) => Err(SkipReason::NullProperty { path: path.clone() }),
+                Some(value) => decimal_value(value).ok_or_else(|| SkipReason::NotADecimal {
+                    path: path.clone(),
+                    found: value.clone(),
+                }),
+            },
+            ValueSource::Expression(expression) => expression
+                .evaluate_decimal(&EventProperties(event))
+                .map_err(|e| SkipReason::ExpressionFailed { message: e.to_string() }),
+            ValueSource::Nothing | ValueSource::Unusable => Err(SkipReason::Unusable),
         }
     }
 
-    fn distinct_value(&self, event: &Event) -> Option<String> {
+    fn distinct_value(&self, event: &Event) -> Result<String, SkipReason> {
         match &self.source {
-            ValueSource::Field(path) => event.property(path).and_then(canonical_value),
+            ValueSource::Field(path) => match event.property(path) {
+                None => Err(SkipReason::MissingProperty { path: path.clone() }),
+                Some(Value::Null) => Err(SkipReason::NullProperty { path: path.clone() }),
+                Some(value) => canonical_value(value).ok_or_else(|| SkipReason::NoDistinctValue {
+                    path: path.clone(),
+                    found: value.clone(),
+                }),
+            },
             ValueSource::Expression(expression) => {
-                match expression.evaluate(&EventProperties(event)).ok()? {
-                    ExprValue::Decimal(d) => Some(decimal_text(d)),
-                    ExprValue::String(s) => canonical_value(&Value::String(s)),
+                match expression.evaluate(&EventProperties(event)) {
+                    Ok(ExprValue::Decimal(d)) => Ok(decimal_text(d)),
+                    Ok(ExprValue::String(s)) => Ok(canonical_text(&s)),
+                    Err(e) => Err(SkipReason::ExpressionFailed { message: e.to_string() }),
                 }
             }
-            ValueSource::Nothing | ValueSource::Unusable => None,
+            ValueSource::Nothing | ValueSource::Unusable => Err(SkipReason::Unusable),
         }
+    }
+
+    /// Whether each of the metric's filters holds for the event, in the metric's order.
+    pub(crate) fn filter_results<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> impl Iterator<Item = bool> + 'a {
+        self.filters.iter().map(move |f| f.passes(event))
+    }
+
+    /// The event's segment; `None` when `unmatched: drop` excludes it.
+    pub(crate) fn segment_of(&self, event: &Event) -> Option<Segment> {
+        self.segment(event)
+    }
+
+    /// The event's `group_by` values, canonical, in the reader's key order.
+    pub(crate) fn group_by_values(&self, event: &Event) -> Vec<Option<String>> {
+        self.group_by.iter().map(|key| event.property(key).and_then(canonical_value)).collect()
     }
 }
 
-/// The event's `unique_count` operation: absent or null is `add`; `None` for anything other
-/// than `"add"` or `"remove"`.
-fn operation(event: &Event) -> Option<Operation> {
+/// The event's `unique_count` operation: absent or null is `add`; anything other than `"add"`
+/// or `"remove"` skips the event.
+fn operation(event: &Event) -> Result<Operation, SkipReason> {
     match event.property("operation_type") {
-        None | Some(Value::Null) => Some(Operation::Add),
-        Some(Value::String(op)) if op == "add" => Some(Operation::Add),
-        Some(Value::String(op)) if op == "remove" => Some(Operation::Remove),
-        Some(_) => None,
+        None | Some(Value::Null) => Ok(Operation::Add),
+        Some(Value::String(op)) if op == "add" => Ok(Operation::Add),
+        Some(Value::String(op)) if op == "remove" => Ok(Operation::Remove),
+        Some(other) => Err(SkipReason::InvalidOperation { found: other.clone() }),
     }
 }
 
