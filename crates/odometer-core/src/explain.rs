@@ -131,7 +131,7 @@ pub enum ValueReading {
     /// `count`: the event itself counts as 1.
     Counted,
     /// The value of `sum`, `min`, `max`, `mean`, `latest` and `weighted_sum` (for
-    /// `weighted_sum` a change to the level).
+    /// `weighted_sum` a change to the level), normalized (`2.50` reads as `2.5`).
     Number(Decimal),
     /// A `unique_count` value (canonical text) and whether the event adds or removes it.
     Distinct { value: String, removes: bool },
@@ -265,7 +265,7 @@ pub fn explain_event(spec: &MetricSpec, event: &Event) -> EventExplanation {
     } else {
         match reader.read_explained(event) {
             Ok(Reading::Counted) => ValueReading::Counted,
-            Ok(Reading::Number(v)) => ValueReading::Number(v),
+            Ok(Reading::Number(v)) => ValueReading::Number(v.normalize()),
             Ok(Reading::Distinct(value, operation)) => {
                 ValueReading::Distinct { value, removes: operation == Operation::Remove }
             }
@@ -357,7 +357,7 @@ mod tests {
         #[rustfmt::skip]
         let cases = [
             (&sum, "api", json!({"bytes": 5}), "counted", "5"),
-            (&sum, "api", json!({"bytes": "2.50"}), "counted", "2.50"),
+            (&sum, "api", json!({"bytes": "2.50"}), "counted", "2.5"),
             (&sum, "other", json!({"bytes": 5}), "other_code", "5"),
             (&sum, "api", json!({}), "skipped", "missing_property"),
             (&sum, "api", json!({"bytes": null}), "skipped", "null_property"),

@@ -218,7 +218,7 @@ async fn a_plan_deleted_while_another_replica_subscribes_to_it_is_never_left_in_
         );
         match (&subscribed, &deleted) {
             (Ok(_), Err(e)) => assert_eq!(e.code(), "plan_in_use", "round {round}"),
-            (Err(e), Ok(_)) => assert_eq!(e.code(), "plan_not_found", "round {round}"),
+            (Err(e), Ok(_)) => assert_eq!(e.code(), "unknown_plan", "round {round}"),
             _ => panic!(
                 "round {round}: exactly one of the two must win, got {subscribed:?} and {deleted:?}"
             ),
