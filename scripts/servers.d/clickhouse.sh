@@ -1,15 +1,15 @@
 # ClickHouse for scripts/servers: Debian's clickhouse-server (18.16), with a configuration of
 # its own in $SERVERS_DIR/clickhouse (nothing under /etc/clickhouse-server or /var/lib is
-# used), HTTP on 127.0.0.1:${ODOMETER_CH_PORT:-58123} and the native protocol on
-# 127.0.0.1:${ODOMETER_CH_TCP_PORT:-59000} only, user `default` without a password (a
+# used), HTTP on 127.0.0.1:${ODOMETER_TEST_CH_PORT:-58123} and the native protocol on
+# 127.0.0.1:${ODOMETER_TEST_CH_TCP_PORT:-59000} only, user `default` without a password (a
 # throwaway test server). Exports ODOMETER_TEST_CLICKHOUSE_URL: tests create and drop their
 # own databases through it.
 # shellcheck shell=bash
 
 register_server clickhouse
 
-CH_PORT="${ODOMETER_CH_PORT:-58123}"
-CH_TCP_PORT="${ODOMETER_CH_TCP_PORT:-59000}"
+CH_PORT="${ODOMETER_TEST_CH_PORT:-58123}"
+CH_TCP_PORT="${ODOMETER_TEST_CH_TCP_PORT:-59000}"
 CH_DIR="$SERVERS_DIR/clickhouse"
 
 clickhouse_binary() {

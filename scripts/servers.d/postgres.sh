@@ -1,5 +1,5 @@
 # PostgreSQL for scripts/servers: a cluster of its own in $SERVERS_DIR/postgres, listening on
-# 127.0.0.1:${ODOMETER_PG_PORT:-55432} only, superuser `odometer` (password `odometer`: a
+# 127.0.0.1:${ODOMETER_TEST_PG_PORT:-55432} only, superuser `odometer` (password `odometer`: a
 # throwaway test cluster), fsync off (its data is disposable). Exports
 # ODOMETER_TEST_POSTGRES_URL, the URL of its `postgres` database: tests create and drop their
 # own databases through it.
@@ -7,7 +7,7 @@
 
 register_server postgres
 
-PG_PORT="${ODOMETER_PG_PORT:-55432}"
+PG_PORT="${ODOMETER_TEST_PG_PORT:-55432}"
 PG_DIR="$SERVERS_DIR/postgres"
 PG_DATA="$PG_DIR/data"
 
@@ -43,7 +43,7 @@ postgres_start() {
     [ "$(id -u)" != 0 ] || chown postgres: "$PG_DIR"
     chmod 700 "$PG_DIR"
     if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -w "$PG_DIR"; then
-        die "postgres: the postgres user cannot write $PG_DIR (a parent directory is closed to it): set ODOMETER_SERVERS_DIR to a directory under /tmp"
+        die "postgres: the postgres user cannot write $PG_DIR (a parent directory is closed to it): set ODOMETER_TEST_SERVERS_DIR to a directory under /tmp"
     fi
     if [ ! -f "$PG_DATA/PG_VERSION" ]; then
         rm -rf "$PG_DATA"
