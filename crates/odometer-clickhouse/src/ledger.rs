@@ -203,6 +203,8 @@ impl Ledger {
     /// Connects and creates (or checks) the ledger's tables.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(pg)?;
+        // `CREATE ... IF NOT EXISTS` at every start is expected: no notice for each.
+        let options = options.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(30))

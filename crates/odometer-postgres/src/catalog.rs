@@ -102,6 +102,8 @@ impl PgCatalog {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| backend("invalid postgres catalog url", e))?;
         let location = describe(&options);
+        // Migrations' `IF NOT EXISTS` at every start are expected: no notice for each.
+        let options = options.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(DEFAULT_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -819,7 +819,11 @@ async fn run_on(
         "-",
         "-",
         "",
-        verdict(rebuild.millis, (30_000.0, 2_000.0), true)
+        if server_mode {
+            "n/a: no usage index in server mode; the first answer is the new revision's"
+        } else {
+            verdict(rebuild.millis, (30_000.0, 2_000.0), true)
+        }
     );
     println!(
         "{:<30} {:>12.1} {:>10} {:>10} {:>10} {:>8}  {:<12} {}",
