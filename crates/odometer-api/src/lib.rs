@@ -8,6 +8,7 @@ pub mod lago;
 mod meteroid;
 pub mod native;
 mod request_context;
+pub mod telemetry;
 pub mod zenskar;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(native::error::route_not_found)
         .method_not_allowed_fallback(native::error::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(telemetry::record_request))
         .layer(axum::middleware::from_fn(request_context::scope))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_context::header_name()))

@@ -50,6 +50,39 @@ pub async fn ingest_items(
     items: Vec<Result<Value, EventRejection>>,
     atomic: bool,
 ) -> Result<Vec<IngestResult>, StoreError> {
+    let results = ingest_unrecorded(catalog, store, org, items, atomic).await?;
+    record_outcomes(&results);
+    Ok(results)
+}
+
+/// Counts the answers for `/metrics`: `odometer_events_total{outcome}` (accepted,
+/// duplicate, rejected) and `odometer_events_rejected_total{code}`.
+fn record_outcomes(results: &[IngestResult]) {
+    let (mut accepted, mut duplicate) = (0u64, 0u64);
+    let mut rejected: HashMap<&'static str, u64> = HashMap::new();
+    for result in results {
+        match &result.outcome {
+            EventOutcome::Accepted { .. } => accepted += 1,
+            EventOutcome::Duplicate { .. } => duplicate += 1,
+            EventOutcome::Rejected(rejection) => *rejected.entry(rejection.code).or_default() += 1,
+        }
+    }
+    metrics::counter!("odometer_events_total", "outcome" => "accepted").increment(accepted);
+    metrics::counter!("odometer_events_total", "outcome" => "duplicate").increment(duplicate);
+    let total_rejected: u64 = rejected.values().sum();
+    metrics::counter!("odometer_events_total", "outcome" => "rejected").increment(total_rejected);
+    for (code, count) in rejected {
+        metrics::counter!("odometer_events_rejected_total", "code" => code).increment(count);
+    }
+}
+
+async fn ingest_unrecorded(
+    catalog: &dyn Catalog,
+    store: &dyn EventStore,
+    org: OrganizationId,
+    items: Vec<Result<Value, EventRejection>>,
+    atomic: bool,
+) -> Result<Vec<IngestResult>, StoreError> {
     let now = time::now();
     let settings = catalog.get_organization(org).await?.settings;
     let count = items.len();

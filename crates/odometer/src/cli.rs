@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// [default: the embedded DuckDB store in the data directory]
     #[arg(long, value_name = "clickhouse://...")]
     pub events: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`, no API key) on this address, apart from the
+    /// API (also `metrics_listen`, ODOMETER_METRICS_LISTEN) [default: no metrics endpoint]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

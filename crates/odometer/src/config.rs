@@ -31,6 +31,10 @@ pub struct Config {
     /// holds its exactly-once ledger); `None` is the embedded DuckDB store in `data_dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`, no API key: keep it on a private
+    /// address); `None` serves no metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Where the catalog lives.
@@ -59,16 +63,19 @@ impl Default for Config {
             log: "info".into(),
             catalog: None,
             events: None,
+            metrics_listen: None,
         }
     }
 }
 
-/// Settings a subcommand takes as flags of its own (`serve --listen --catalog --events`).
+/// Settings a subcommand takes as flags of its own (`serve --listen --catalog --events
+/// --metrics-listen`).
 #[derive(Debug, Clone, Default)]
 pub struct CommandFlags {
     pub listen: Option<String>,
     pub catalog: Option<String>,
     pub events: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Values given as flags; only those given override the rest.
@@ -84,6 +91,8 @@ struct FlagOverrides {
     catalog: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<String>,
 }
 
 impl Config {
@@ -117,6 +126,7 @@ impl Config {
             log: global.log.clone(),
             catalog: command.catalog,
             events: command.events,
+            metrics_listen: command.metrics_listen,
         };
         figment = figment.merge(Serialized::defaults(flags));
         let config: Config = figment.extract().context("invalid configuration")?;
@@ -126,6 +136,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        self.metrics_addr()?;
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir must not be empty");
         }
@@ -186,6 +197,20 @@ impl Config {
         self.listen.parse().with_context(|| {
             format!("listen address '{}' is not HOST:PORT (like 127.0.0.1:8080)", self.listen)
         })
+    }
+
+    /// Where `GET /metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(addr) = self.metrics_listen.as_deref().filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        let parsed: SocketAddr = addr.parse().with_context(|| {
+            format!("metrics_listen address '{addr}' is not HOST:PORT (like 127.0.0.1:9090)")
+        })?;
+        if self.listen_addr().is_ok_and(|api| api == parsed) {
+            bail!("metrics_listen must differ from listen: /metrics needs no API key");
+        }
+        Ok(Some(parsed))
     }
 
     /// The SQLite catalog inside the data directory.

@@ -9,6 +9,7 @@ mod import;
 mod remote;
 mod serve;
 mod stores;
+mod telemetry;
 mod usage;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
             listen: args.listen.clone(),
             catalog: args.catalog.clone(),
             events: args.events.clone(),
+            metrics_listen: args.metrics_listen.clone(),
         },
         _ => CommandFlags::default(),
     };

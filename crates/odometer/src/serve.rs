@@ -1,5 +1,5 @@
 //! `odometer serve`: opens the store, makes sure an organization exists (printing the first
-//! key once), and serves HTTP until SIGINT or SIGTERM.
+//! key once), and serves HTTP until SIGINT or SIGTERM (and `/metrics` on `metrics_listen`).
 
 use anyhow::Context;
 use odometer_api::AppState;
@@ -7,9 +7,23 @@ use odometer_store::tenants;
 
 use crate::commands::{open_catalog, open_event_store, print_bootstrap};
 use crate::config::Config;
+use crate::telemetry;
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
+    if let Some(metrics_addr) = config.metrics_addr()? {
+        let listener = telemetry::bind(metrics_addr).await?;
+        let handle = telemetry::install()?;
+        let embedded_dir = config.events.is_none().then(|| config.data_dir.clone());
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, "metrics at /metrics");
+        eprintln!("odometer metrics on http://{local}/metrics");
+        tokio::spawn(async move {
+            if let Err(err) = telemetry::serve(listener, handle, embedded_dir).await {
+                tracing::error!(err = format!("{err:#}"), "the metrics endpoint stopped");
+            }
+        });
+    }
     let catalog = open_catalog(config).await?;
     if catalog.list_organizations().await?.is_empty() {
         let bootstrap = tenants::create_organization(catalog.as_ref(), "default").await?;

@@ -47,7 +47,11 @@ fn serve(data: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
 }
 
 /// Every stored event, by transaction id (each must be stored once).
-fn stored_events(http: &reqwest::blocking::Client, base: &str, key: &str) -> HashMap<String, Value> {
+fn stored_events(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+) -> HashMap<String, Value> {
     let mut stored = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {

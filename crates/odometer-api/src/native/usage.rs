@@ -155,6 +155,7 @@ pub async fn get_usage(
             .usage_answers(tenant.organization_id, &customers, &spec, &query, PathChoice::Any)
             .await
             .map_err(usage_error)?;
+        crate::telemetry::record_usage_answers(&answers);
         let answer = answers
             .first()
             .ok_or_else(|| ApiError::internal("the event store answered no usage"))?;
@@ -179,6 +180,7 @@ pub async fn get_usage(
         .usage_answers(tenant.organization_id, &customers, &spec, &query, PathChoice::Any)
         .await
         .map_err(usage_error)?;
+    crate::telemetry::record_usage_answers(&answers);
     let data: Vec<UsageDto> = customers
         .iter()
         .zip(&answers)

@@ -132,15 +132,21 @@ pub(super) fn write_queued(
         replies.push(reply);
     }
     if !group.chunks.is_empty() {
+        let events = group.chunks.iter().map(|c| c.events.len() as u64).sum::<u64>();
         writer.stats.records += 1;
         writer.stats.batches += merged;
-        writer.stats.events += group.chunks.iter().map(|c| c.events.len() as u64).sum::<u64>();
+        writer.stats.events += events;
+        let started = std::time::Instant::now();
         if let Err(err) = commit(writer, group, targets) {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
             return Ok(());
         }
+        metrics::histogram!("odometer_append_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("odometer_append_batch_events").record(events as f64);
+        metrics::histogram!("odometer_append_requests_merged").record(merged as f64);
     }
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
