@@ -8,6 +8,7 @@ pub mod lago;
 mod meteroid;
 pub mod native;
 mod request_context;
+pub mod shed;
 pub mod telemetry;
 pub mod zenskar;
 
@@ -54,7 +55,44 @@ impl std::fmt::Debug for AppState {
 
 /// The whole HTTP application: every surface, with request ids and tracing.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Limits::default())
+}
+
+/// Every bound a server applies: load shedding ([`shed::Limits`]) and the native API's rate
+/// limit per API key (the Lago dialect keeps its own, with Lago's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub shed: shed::Limits,
+    /// Requests a key may send at once before it is limited.
+    pub native_burst: u64,
+    /// Requests per second a key's allowance refills at.
+    pub native_per_second: f64,
+}
+
+impl Default for Limits {
+    /// Generous: they protect the server from a runaway client, they are not quotas.
+    fn default() -> Self {
+        Self { shed: shed::Limits::default(), native_burst: 10_000, native_per_second: 2_000.0 }
+    }
+}
+
+/// [`app`] with the given bounds.
+pub fn app_with(state: AppState, limits: Limits) -> Router {
     let (native, openapi) = native::router();
+    let limiter =
+        Arc::new(lago::rate_limit::RateLimiter::new(limits.native_burst, limits.native_per_second));
+    let native = native.layer(axum::middleware::from_fn(move |request, next| {
+        lago::rate_limit::limit_with(limiter.clone(), request, next, || {
+            use axum::response::IntoResponse;
+            native::error::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this API key: retry after the seconds in retry-after",
+            )
+            .into_response()
+        })
+    }));
+    let shedder = Arc::new(shed::Shedder::new(limits.shed));
     let openapi = Arc::new(openapi);
     let docs_html = Arc::new(docs::render(&openapi));
     Router::new()
@@ -81,6 +119,9 @@ pub fn app(state: AppState) -> Router {
         .fallback(native::error::route_not_found)
         .method_not_allowed_fallback(native::error::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            shed::shed(shedder.clone(), request, next)
+        }))
         .layer(axum::middleware::from_fn(telemetry::record_request))
         .layer(axum::middleware::from_fn(request_context::scope))
         .layer(TraceLayer::new_for_http())

@@ -35,6 +35,16 @@ pub struct Config {
     /// address); `None` serves no metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Ingest requests (every dialect) handled at once; more are answered 429 with
+    /// `retry-after` (load shedding).
+    pub max_ingest_in_flight: usize,
+    /// Usage questions (usage, current usage, previews, estimates) handled at once; more are
+    /// answered 429.
+    pub max_queries_in_flight: usize,
+    /// The native API's rate limit per API key: requests at once...
+    pub rate_limit_burst: u64,
+    /// ... and per second after that.
+    pub rate_limit_per_second: f64,
 }
 
 /// Where the catalog lives.
@@ -57,6 +67,7 @@ pub enum EventsBackend {
 
 impl Default for Config {
     fn default() -> Self {
+        let defaults = odometer_api::Limits::default();
         Self {
             data_dir: PathBuf::from("odometer-data"),
             listen: "127.0.0.1:8080".into(),
@@ -64,6 +75,10 @@ impl Default for Config {
             catalog: None,
             events: None,
             metrics_listen: None,
+            max_ingest_in_flight: defaults.shed.max_ingest_in_flight,
+            max_queries_in_flight: defaults.shed.max_queries_in_flight,
+            rate_limit_burst: defaults.native_burst,
+            rate_limit_per_second: defaults.native_per_second,
         }
     }
 }
@@ -137,6 +152,14 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         self.metrics_addr()?;
+        if self.max_ingest_in_flight == 0 || self.max_queries_in_flight == 0 {
+            bail!("max_ingest_in_flight and max_queries_in_flight must be at least 1");
+        }
+        if self.rate_limit_burst == 0
+            || !(self.rate_limit_per_second.is_finite() && self.rate_limit_per_second > 0.0)
+        {
+            bail!("rate_limit_burst must be at least 1 and rate_limit_per_second above 0");
+        }
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir must not be empty");
         }
@@ -197,6 +220,18 @@ impl Config {
         self.listen.parse().with_context(|| {
             format!("listen address '{}' is not HOST:PORT (like 127.0.0.1:8080)", self.listen)
         })
+    }
+
+    /// The server's bounds: load shedding and the native rate limit.
+    pub fn limits(&self) -> odometer_api::Limits {
+        odometer_api::Limits {
+            shed: odometer_api::shed::Limits {
+                max_ingest_in_flight: self.max_ingest_in_flight,
+                max_queries_in_flight: self.max_queries_in_flight,
+            },
+            native_burst: self.rate_limit_burst,
+            native_per_second: self.rate_limit_per_second,
+        }
     }
 
     /// Where `GET /metrics` is served, if anywhere.
@@ -338,6 +373,27 @@ mod tests {
                 message.contains("not a postgres:// URL") && !message.contains("secret"),
                 "{message}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bounds_are_settings_and_must_be_positive() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "odometer.toml",
+                "max_ingest_in_flight = 8\nmax_queries_in_flight = 9\nrate_limit_burst = 10",
+            )?;
+            jail.set_env("ODOMETER_RATE_LIMIT_PER_SECOND", "2.5");
+            let limits =
+                Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap().limits();
+            assert_eq!(limits.shed.max_ingest_in_flight, 8);
+            assert_eq!(limits.shed.max_queries_in_flight, 9);
+            assert_eq!(limits.native_burst, 10);
+            assert!((limits.native_per_second - 2.5).abs() < f64::EPSILON);
+            jail.set_env("ODOMETER_MAX_INGEST_IN_FLIGHT", "0");
+            let err = Config::load(&GlobalArgs::default(), CommandFlags::default()).unwrap_err();
+            assert!(err.to_string().contains("at least 1"), "{err}");
             Ok(())
         });
     }

@@ -43,7 +43,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("cannot give the usage index the metric definitions")?;
     let state = AppState { catalog, events };
-    axum::serve(listener, odometer_api::app(state))
+    axum::serve(listener, odometer_api::app_with(state, config.limits()))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server error")?;

@@ -86,13 +86,26 @@ impl RateLimiter {
 
 /// The middleware: decide, answer 429 or run the request, then write the headers.
 pub async fn limit(limiter: Arc<RateLimiter>, request: Request, next: Next) -> Response {
+    limit_with(limiter, request, next, || LagoError::too_many_requests().into_response()).await
+}
+
+/// [`limit`] with the 429 of another surface (the native API uses it with its envelope).
+/// Refused requests also carry `retry-after`.
+pub async fn limit_with(
+    limiter: Arc<RateLimiter>,
+    request: Request,
+    next: Next,
+    too_many: impl FnOnce() -> Response,
+) -> Response {
     let key =
         request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let decision = limiter.check(&key, Instant::now());
     let mut response = if decision.allowed {
         next.run(request).await
     } else {
-        LagoError::too_many_requests().into_response()
+        let mut refused = too_many();
+        refused.headers_mut().insert("retry-after", HeaderValue::from(decision.reset.max(1)));
+        refused
     };
     let headers = response.headers_mut();
     for (name, value) in [

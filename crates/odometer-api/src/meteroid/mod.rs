@@ -4,7 +4,7 @@
 //! itself: every number comes from the store's operations and the engine.
 
 mod customers;
-mod error;
+pub(crate) mod error;
 mod events;
 mod extract;
 mod mapping;

@@ -3,7 +3,7 @@
 //! `organisation`, with errors in FastAPI's shape. See `docs/zenskar.md`.
 
 mod aggregates;
-mod error;
+pub(crate) mod error;
 mod extract;
 mod mapping;
 mod rawmetric;
