@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use odometer_core::charge_usage::BucketUsage;
 use odometer_core::{Customer, SubscriptionStatus};
@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 use super::error::LagoError;
-use super::extract::{LagoBody, LagoQuery, LagoTenant};
+use super::extract::{LagoBody, LagoQuery, LagoTenant, Path};
 use super::mapping::{aggregation_name, customer_to_lago, iso, to_cents, CUSTOMER_EXTRAS};
 use crate::AppState;
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use odometer_core::event::StoredEvent;
@@ -21,7 +21,7 @@ use odometer_store::{EventListParams, StoreError, SubscriptionListParams};
 use serde_json::{json, Map, Value};
 
 use super::error::{lago_code, LagoError};
-use super::extract::{LagoBody, LagoQuery, LagoTenant};
+use super::extract::{LagoBody, LagoQuery, LagoTenant, Path};
 use super::mapping::{iso, iso_millis};
 use crate::AppState;
 

@@ -137,3 +137,23 @@ impl Paging {
         (items, meta)
     }
 }
+
+/// A path parameter. One that is not valid (invalid UTF-8 once percent-decoded) is a 400 in
+/// Lago's envelope, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = LagoError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, LagoError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| LagoError::bad_request(rejection.body_text()))
+    }
+}

@@ -3,7 +3,7 @@
 //! metric a plan charges is a 422 `modification_not_allowed` for that field (Lago silently
 //! keeps the old value).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use odometer_core::expression::{property_at_path, EventView, ExprValue, Expression};
@@ -16,7 +16,7 @@ use odometer_store::{ArchivedFilter, MetricListParams};
 use serde_json::{json, Map, Value};
 
 use super::error::LagoError;
-use super::extract::{LagoBody, LagoQuery, LagoTenant};
+use super::extract::{LagoBody, LagoQuery, LagoTenant, Path};
 use super::mapping::{locked_field, metric_definition, metric_field, metric_to_lago, metric_view};
 use crate::AppState;
 

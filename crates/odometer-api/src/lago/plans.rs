@@ -3,7 +3,7 @@
 //! metric's `lago_id`) or, as Lago users ask for, by its code; charge models and charge
 //! filters are Lago's own shapes, which are Odometer's canonical pricing JSON.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use odometer_core::pricing::ALL_FILTER_VALUES;
 use odometer_core::{OrganizationId, Plan};
@@ -13,7 +13,7 @@ use odometer_store::PlanListParams;
 use serde_json::{json, Map, Value};
 
 use super::error::LagoError;
-use super::extract::{LagoBody, LagoQuery, LagoTenant};
+use super::extract::{LagoBody, LagoQuery, LagoTenant, Path};
 use super::mapping::{charge_to_lago, from_cents, metric_view, plan_to_lago};
 use crate::AppState;
 

@@ -2,7 +2,7 @@
 //! As in Lago, creating a subscription for an `external_customer_id` that does not exist yet
 //! creates that customer.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use odometer_core::{OrganizationId, Subscription};
 use odometer_store::customers::create_customer;
@@ -14,7 +14,7 @@ use odometer_store::{StoreError, SubscriptionListParams};
 use serde_json::{json, Map, Value};
 
 use super::error::LagoError;
-use super::extract::{LagoBody, LagoQuery, LagoTenant};
+use super::extract::{LagoBody, LagoQuery, LagoTenant, Path};
 use super::mapping::subscription_to_lago;
 use crate::AppState;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -18,7 +18,7 @@ use odometer_store::{ArchivedFilter, MetricListParams, MetricRevisionInput, Stor
 use serde_json::{json, Map, Value};
 
 use super::error::{FieldError, ZenskarError};
-use super::extract::{ilike, limit, query_map, Body, Organisation};
+use super::extract::{ilike, limit, query_map, Body, Organisation, Path};
 use super::mapping::aggregate_json;
 use crate::AppState;
 

@@ -128,3 +128,25 @@ mod tests {
         assert!(ilike("API calls", "calls"), "no wildcard: a substring");
     }
 }
+
+/// A path parameter. One that is not valid (invalid UTF-8 once percent-decoded) is a 422 in
+/// FastAPI's shape (`loc: ["path"]`), not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ZenskarError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ZenskarError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| {
+                ZenskarError::invalid(&["path"], rejection.body_text(), "value_error")
+            })
+    }
+}

@@ -1,13 +1,13 @@
 //! `/zenskar/rawmetric`: usage tables (typed schemas of usage rows under an `api_slug`).
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use odometer_store::usage_tables::{valid_field_name, valid_slug, FieldType, UsageTable};
 use serde_json::{json, Value};
 
 use super::error::{FieldError, ZenskarError};
-use super::extract::{ilike, limit, query_map, Body, Organisation};
+use super::extract::{ilike, limit, query_map, Body, Organisation, Path};
 use super::mapping::raw_metric_json;
 use crate::AppState;
 

@@ -4,7 +4,7 @@
 //! retry is stored once whatever happens), the first answer is kept and replayed to a retry with
 //! the same body, and the same key with another body is refused.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use odometer_core::event::{Event, EventOutcome};
@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::{FieldError, ZenskarError};
-use super::extract::{Body, Organisation};
+use super::extract::{Body, Organisation, Path};
 use crate::AppState;
 
 /// The most rows one request may carry.

@@ -2,6 +2,8 @@
 //! temporary directory, and a real server on a free port of 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod routes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
