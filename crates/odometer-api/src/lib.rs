@@ -22,6 +22,15 @@ use tower_http::trace::TraceLayer;
 
 pub use request_context::REQUEST_ID_HEADER;
 
+/// The dialects' metric mappings, for the fuzz targets in `fuzz/`: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::lago::mapping::metric_definition as lago_metric_definition;
+    pub use crate::meteroid::mapping::{
+        create_definition as meteroid_create_definition, update_patch as meteroid_update_patch,
+    };
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {

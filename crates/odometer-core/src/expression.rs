@@ -484,9 +484,11 @@ impl fmt::Display for Node {
                 }
                 Ok(())
             }
-            // `-(-1)` rather than `--1`: same tree, easier to read.
+            // `--1`, not `-(-1)`: parentheses would add a nesting level per minus, and the
+            // printed form of an expression near the nesting limit would not parse back
+            // (found by the `expression` fuzz target).
             Node::Neg(inner) => match **inner {
-                Node::Binary { .. } | Node::Neg(_) => write!(f, "-({inner})"),
+                Node::Binary { .. } => write!(f, "-({inner})"),
                 _ => write!(f, "-{inner}"),
             },
             Node::Binary { op, lhs, rhs } => {
@@ -1625,6 +1627,15 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_of_minus_signs_prints_in_a_form_that_parses_back() {
+        // Found by the `expression` fuzz target: printing `-(-(...))` added a nesting level
+        // per sign, so the printed form of a valid expression could exceed the limit.
+        let source = format!("5.5 - {}555 / 2", "-".repeat(52));
+        let expression = Expression::parse(&source).unwrap();
+        assert_eq!(Expression::parse(&expression.to_string()).unwrap(), expression);
+    }
+
+    #[test]
     fn canonical_display() {
         let cases = [
             ("1+2*3", "1 + 2 * 3"),
@@ -1635,7 +1646,8 @@ mod tests {
             ("1/(2*3)", "1 / (2 * 3)"),
             ("((1))", "1"),
             ("-(1+2)", "-(1 + 2)"),
-            ("--1", "-(-1)"),
+            ("--1", "--1"),
+            ("- -(-1)", "---1"),
             ("2 - -3", "2 - -3"),
             ("-2*3", "-2 * 3"),
             ("1.50 + 0.0", "1.5 + 0"),

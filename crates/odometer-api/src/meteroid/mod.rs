@@ -7,7 +7,7 @@ mod customers;
 pub(crate) mod error;
 mod events;
 mod extract;
-mod mapping;
+pub(crate) mod mapping;
 mod metrics;
 mod plans;
 mod product_families;
