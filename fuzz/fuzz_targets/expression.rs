@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odometer_core::expression::{property_at_path, EventView, Expression};
+use odometer_core::expression::{property_at_path, EventView, Expression, MAX_SOURCE_CHARS};
 use serde_json::{json, Value};
 
 struct Sample(Value);
@@ -24,9 +24,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(expression) = Expression::parse(text) else { return };
     let printed = expression.to_string();
-    let reparsed = Expression::parse(&printed)
-        .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}: {e}"));
-    assert_eq!(expression, reparsed, "{text:?} printed as {printed:?}");
+    // The canonical spacing can make a source near the length limit longer than the limit;
+    // any other printed form must parse back to the same tree.
+    if printed.chars().count() <= MAX_SOURCE_CHARS {
+        let reparsed = Expression::parse(&printed)
+            .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}: {e}"));
+        assert_eq!(expression, reparsed, "{text:?} printed as {printed:?}");
+    }
     let event =
         Sample(json!({"a": "2.5", "b": 0, "c": "-1e3", "n": {"x": 7}, "s": "text", "t": true}));
     let _ = expression.evaluate(&event);

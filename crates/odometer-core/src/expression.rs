@@ -149,7 +149,8 @@ pub enum EvalError {
 ///
 /// Equality is structural: two expressions are equal when they parse to the same tree, whatever
 /// their whitespace, redundant parentheses or function-name case. `Display` prints a canonical
-/// form that parses back to an equal expression.
+/// form that parses back to an equal expression (provided it is within `MAX_SOURCE_CHARS`:
+/// the canonical spacing can make a source near the limit longer).
 #[derive(Debug, Clone)]
 pub struct Expression {
     source: String,
