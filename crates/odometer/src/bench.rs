@@ -223,14 +223,6 @@ async fn postgres_statement(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident memory of this process, in bytes (Linux).
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -607,7 +599,7 @@ async fn run_on(
         bail!("{accepted} events accepted, expected {event_count}");
     }
     let ingest_rate = accepted as f64 / ingest_secs;
-    let peak_rss = peak_rss_bytes();
+    let peak_rss = crate::telemetry::proc_status_bytes("VmHWM:");
     let drain = Instant::now();
     let stats = match &stores.events {
         EventStores::Embedded(duck) => {

@@ -143,8 +143,9 @@ fn record_gauges(data_dir: Option<&Path>) {
     metrics::gauge!("odometer_store_bytes", "store" => "events").set(events as f64);
 }
 
-/// A line of `/proc/self/status` in bytes (the kernel gives kB); `None` off Linux.
-fn proc_status_bytes(field: &str) -> Option<u64> {
+/// A line of `/proc/self/status` in bytes (the kernel gives kB; `VmHWM:` is the peak resident
+/// memory, `VmRSS:` the current); `None` off Linux.
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -78,21 +78,9 @@ fn check_stored(
     what: &str,
 ) {
     let mut stored: HashMap<String, Value> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/events?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = http.get(url).bearer_auth(key).send().unwrap().json().unwrap();
-        for e in page["data"].as_array().unwrap() {
-            let tx = e["transaction_id"].as_str().unwrap().to_owned();
-            assert!(stored.insert(tx.clone(), e.clone()).is_none(), "{what}: {tx} is stored twice");
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
+    for e in support::list_events(http, base, key) {
+        let tx = e["transaction_id"].as_str().unwrap().to_owned();
+        assert!(stored.insert(tx.clone(), e).is_none(), "{what}: {tx} is stored twice");
     }
     assert_eq!(
         stored.len(),

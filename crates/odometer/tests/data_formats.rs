@@ -56,19 +56,7 @@ fn answers(http: &reqwest::blocking::Client, base: &str, key: &str) -> Value {
             all.insert(format!("usage {metric} {customer}"), answer);
         }
     }
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = get(&format!(
-            "/v1/events?limit=100{}",
-            cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default()
-        ));
-        events.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let events = support::list_events(http, base, key);
     all.insert("events".into(), Value::Array(events));
     all.insert("metric calls".into(), get("/v1/metrics/calls"));
     all.insert("revisions calls".into(), get("/v1/metrics/calls/revisions"));

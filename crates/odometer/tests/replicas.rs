@@ -188,24 +188,6 @@ fn stored_event(e: &Value, sequence: u64) -> StoredEvent {
     }
 }
 
-/// Every stored event through `base`, page by page.
-fn list_all(http: &reqwest::blocking::Client, base: &str, key: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/events?limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = http.get(url).bearer_auth(key).send().unwrap().json().unwrap();
-        all.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return all,
-        }
-    }
-}
-
 #[test]
 fn two_replicas_store_and_count_each_acknowledged_event_once() {
     let databases = Databases::create();
@@ -351,7 +333,7 @@ fn two_replicas_store_and_count_each_acknowledged_event_once() {
 
     for base in &bases {
         // Stored exactly once, as sent, nothing else; sequences from 1 without gaps.
-        let listed = list_all(&http, base, &key);
+        let listed = support::list_events(&http, base, &key);
         let mut seen: HashMap<String, (Value, u64)> = HashMap::new();
         for e in &listed {
             let tx = e["transaction_id"].as_str().unwrap().to_owned();
@@ -405,7 +387,7 @@ fn two_replicas_store_and_count_each_acknowledged_event_once() {
         as_of: None,
         group_limit: DEFAULT_GROUP_LIMIT,
     };
-    let listed: HashMap<String, u64> = list_all(&http, &bases[0], &key)
+    let listed: HashMap<String, u64> = support::list_events(&http, &bases[0], &key)
         .iter()
         .map(|e| {
             (e["transaction_id"].as_str().unwrap().to_owned(), e["sequence"].as_u64().unwrap())

@@ -79,3 +79,27 @@ pub fn run(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// Every event stored for `key`'s organization, through `GET /v1/events`, page by page, in
+/// the API's order.
+pub fn list_events(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/events?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value =
+            http.get(url).bearer_auth(key).send().unwrap().json().unwrap();
+        all.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return all,
+        }
+    }
+}
