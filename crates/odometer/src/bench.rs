@@ -11,7 +11,7 @@
 //! (and dropped after it); requests are spread over the replicas in turn.
 
 mod duckdb;
-mod workload;
+pub(crate) mod workload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,7 +223,7 @@ async fn postgres_statement(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -364,7 +364,7 @@ fn total_and_path(answer: &Value) -> (Value, String) {
 }
 
 /// Sends a JSON request and answers the JSON body, failing on a status that is not success.
-async fn send_json(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+pub(crate) async fn send_json(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request.send().await?;
     let status = response.status();
     let body: Value = response.json().await?;

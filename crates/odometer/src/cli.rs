@@ -53,6 +53,9 @@ pub enum Command {
     Usage(UsageArgs),
     /// Run the standard benchmark (spec/performance.md) against a fresh embedded instance
     Bench(crate::bench::BenchArgs),
+    /// Overload a fresh `odometer serve` with concurrent ingest and queries for minutes, and
+    /// check it sheds with 429, never answers 5xx, loses nothing and keeps its memory bounded
+    Soak(crate::soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]

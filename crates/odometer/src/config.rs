@@ -242,7 +242,8 @@ impl Config {
         let parsed: SocketAddr = addr.parse().with_context(|| {
             format!("metrics_listen address '{addr}' is not HOST:PORT (like 127.0.0.1:9090)")
         })?;
-        if self.listen_addr().is_ok_and(|api| api == parsed) {
+        // Port 0 is "any free port": two of them are never the same socket.
+        if parsed.port() != 0 && self.listen_addr().is_ok_and(|api| api == parsed) {
             bail!("metrics_listen must differ from listen: /metrics needs no API key");
         }
         Ok(Some(parsed))

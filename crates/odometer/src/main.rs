@@ -8,6 +8,7 @@ mod config;
 mod import;
 mod remote;
 mod serve;
+mod soak;
 mod stores;
 mod telemetry;
 mod usage;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
             Command::Events(cli::EventsCommand::Import(args)) => import::run(args).await,
             Command::Usage(args) => usage::run(args).await,
             Command::Bench(args) => bench::run(&args).await,
+            Command::Soak(args) => soak::run(&args).await,
         }
     });
     match result {

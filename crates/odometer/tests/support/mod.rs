@@ -2,6 +2,8 @@
 //! port and waiting until it answers, and reading the API key it prints on first start.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
