@@ -14,6 +14,10 @@
 //! - `property_keys (org, key)`: every top-level property key an organization has sent (SQL
 //!   metrics see them as columns); `usage_tables`, `idempotency`: what the trait keeps besides
 //!   events.
+//! - `usage_state_distrust (org, reason, since)`: organizations whose precomputed usage state
+//!   in ClickHouse ([`crate::state`]) may differ from their events, so it no longer answers
+//!   for them: the state was added to a database that already held their events, or a
+//!   batch's marker disagreed with its count.
 //!
 //! A batch is inserted into ClickHouse only by a session holding the batch's advisory lock
 //! (`pg_advisory_lock`, session level). The appending replica takes it inside the claiming
@@ -40,7 +44,7 @@ use uuid::Uuid;
 /// The ledger's layout version, kept in `event_ledger.meta`.
 const LAYOUT_VERSION: &str = "1";
 
-const SCHEMA: [&str; 9] = [
+const SCHEMA: [&str; 10] = [
     "CREATE SCHEMA IF NOT EXISTS event_ledger",
     "CREATE TABLE IF NOT EXISTS event_ledger.meta (key text PRIMARY KEY, value text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS event_ledger.sequences (
@@ -72,7 +76,34 @@ const SCHEMA: [&str; 9] = [
         definition text NOT NULL, PRIMARY KEY (org, slug))",
     "CREATE TABLE IF NOT EXISTS event_ledger.idempotency (
         org uuid NOT NULL, key text NOT NULL, response text NOT NULL, PRIMARY KEY (org, key))",
+    "CREATE TABLE IF NOT EXISTS event_ledger.usage_state_distrust (
+        org uuid PRIMARY KEY, reason text NOT NULL, since timestamptz NOT NULL DEFAULT now())",
 ];
+
+/// The schema lock, held (see [`Ledger::lock_schema`]).
+pub struct SchemaLock(sqlx::Transaction<'static, Postgres>);
+
+impl SchemaLock {
+    /// Every organization that has ever stored an event is no longer answered from the usage
+    /// state, then the lock is released.
+    pub async fn distrust_every_organization(mut self, reason: &str) -> Result<u64, StoreError> {
+        let marked = sqlx::query(
+            "INSERT INTO event_ledger.usage_state_distrust (org, reason) \
+             SELECT org, $1 FROM event_ledger.sequences ON CONFLICT (org) DO NOTHING",
+        )
+        .bind(reason)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg)?
+        .rows_affected();
+        self.0.commit().await.map_err(pg)?;
+        Ok(marked)
+    }
+
+    pub async fn release(self) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(pg)
+    }
+}
 
 /// The advisory lock serializing schema creation (`odo` + 1).
 const SCHEMA_LOCK: i64 = 0x6f64_6f00_0000_0001;
@@ -242,6 +273,42 @@ impl Ledger {
         }
         tx.commit().await.map_err(pg)?;
         Ok(Self { pool })
+    }
+
+    /// Takes the schema lock until the answer is committed: what is done in ClickHouse
+    /// meanwhile is seen by every other replica's start as done.
+    pub async fn lock_schema(&self) -> Result<SchemaLock, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEMA_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg)?;
+        Ok(SchemaLock(tx))
+    }
+
+    /// The organizations the usage state no longer answers for.
+    pub async fn distrusted(&self) -> Result<HashSet<OrganizationId>, StoreError> {
+        let orgs: Vec<Uuid> =
+            sqlx::query_scalar("SELECT org FROM event_ledger.usage_state_distrust")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(pg)?;
+        Ok(orgs.into_iter().map(OrganizationId::from_uuid).collect())
+    }
+
+    /// The usage state no longer answers for `org` (the first reason stays).
+    pub async fn distrust(&self, org: OrganizationId, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO event_ledger.usage_state_distrust (org, reason) VALUES ($1, $2) \
+             ON CONFLICT (org) DO NOTHING",
+        )
+        .bind(org.as_uuid())
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(pg)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -13,13 +13,16 @@
 //! - **Recovery** ([`recovery`]): at start and every few seconds, batches claimed but not
 //!   inserted whose owner is gone are inserted (only the rows ClickHouse lacks); batches
 //!   inserted a while ago are checked against ClickHouse and forgotten.
-//! - **Usage** ([`pushdown`]): one SQL statement over the typed property arrays when it is
-//!   exact, else the reference engine over the customers' events read from ClickHouse.
-//!   `custom_sql` metrics run in the embedded store's DuckDB sandbox over the customer's
-//!   events of the period, read from ClickHouse.
-//!
-//! There is no usage index: a per-replica index in memory would miss the other replicas'
-//! events, so every answer is computed from the events (the path says `not_indexed`).
+//! - **Usage state** ([`state`]): a materialized view keeps, per customer, event code and
+//!   15-minute bucket, the count of events and the exact sum, min and max of every numeric
+//!   top-level property, in ClickHouse itself, so every replica sees every replica's events.
+//!   Counts, sums, means, mins and maxes of a field without filters, segmentation or
+//!   `group_by` are answered from it (path `index`, or `index+edges` when windows leave the
+//!   15-minute grid and their edges are read from the events).
+//! - **Usage from the events** ([`pushdown`]): one SQL statement over the typed property
+//!   arrays when it is exact, else the reference engine over the customers' events read from
+//!   ClickHouse. `custom_sql` metrics run in the embedded store's DuckDB sandbox over the
+//!   customer's events of the period, read from ClickHouse.
 
 mod escape;
 mod http;
@@ -29,8 +32,9 @@ mod pushdown;
 mod recovery;
 mod rows;
 mod schema;
+mod state;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,6 +105,9 @@ pub(crate) struct Inner {
     inserter: inserter::Inserter,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     paths: PathCounters,
+    /// Organizations the usage state no longer answers for (the ledger's list, refreshed by
+    /// the recovery loop).
+    distrusted: std::sync::RwLock<HashSet<OrganizationId>>,
 }
 
 impl Drop for Inner {
@@ -116,16 +123,18 @@ impl Drop for Inner {
 /// How usage questions were answered since the store was opened.
 #[derive(Debug, Default)]
 struct PathCounters {
+    from_state: AtomicU64,
     pushed_down: AtomicU64,
     reference: AtomicU64,
     pushdown_errors: AtomicU64,
 }
 
-/// How many usage questions were answered by a pushed-down statement, by the reference engine
-/// over the stored events, and how many pushed-down statements failed (and were answered by
-/// the reference engine instead).
+/// How many usage questions were answered from the usage state, by a pushed-down statement, by
+/// the reference engine over the stored events, and how many pushed-down or state statements
+/// failed (and were answered another way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsagePaths {
+    pub from_state: u64,
     pub pushed_down: u64,
     pub reference: u64,
     pub pushdown_errors: u64,
@@ -148,8 +157,24 @@ impl ClickHouseEventStore {
         let url = ClickHouseUrl::parse(&options.clickhouse_url).map_err(backend)?;
         let ch = ClickHouse::new(url)?;
         let version = ch.version().await?;
-        schema::create(&ch, &version).await?;
         let ledger = Ledger::open(&options.postgres_url).await?;
+        // Under the schema lock, so no replica starts answering from a state another one is
+        // still adding to a database that holds events.
+        let lock = ledger.lock_schema().await?;
+        if schema::create(&ch, &version).await? {
+            let marked = lock
+                .distrust_every_organization("the usage state was added after events were stored")
+                .await?;
+            if marked > 0 {
+                tracing::warn!(
+                    organizations = marked,
+                    "the usage state was added to a database holding events: those organizations are answered from the events"
+                );
+            }
+        } else {
+            lock.release().await?;
+        }
+        let distrusted = ledger.distrusted().await?;
         let inserter = inserter::Inserter::start(ch.clone());
         let inner = Arc::new(Inner {
             ch,
@@ -157,6 +182,7 @@ impl ClickHouseEventStore {
             inserter,
             tasks: Mutex::new(Vec::new()),
             paths: PathCounters::default(),
+            distrusted: std::sync::RwLock::new(distrusted),
         });
         // Whatever a replica that stopped left pending is inserted before this one serves.
         recovery::recover_pending(&inner, Duration::ZERO).await?;
@@ -170,6 +196,7 @@ impl ClickHouseEventStore {
     pub fn usage_paths(&self) -> UsagePaths {
         let paths = &self.inner.paths;
         UsagePaths {
+            from_state: paths.from_state.load(Ordering::Relaxed),
             pushed_down: paths.pushed_down.load(Ordering::Relaxed),
             reference: paths.reference.load(Ordering::Relaxed),
             pushdown_errors: paths.pushdown_errors.load(Ordering::Relaxed),
@@ -231,6 +258,88 @@ impl ClickHouseEventStore {
 }
 
 impl Inner {
+    /// Reads again which organizations the usage state no longer answers for.
+    pub(crate) async fn refresh_distrusted(&self) -> Result<(), StoreError> {
+        let distrusted = self.ledger.distrusted().await?;
+        *self.distrusted.write().map_err(|_| backend("distrust list poisoned"))? = distrusted;
+        Ok(())
+    }
+
+    fn is_distrusted(&self, org: OrganizationId) -> bool {
+        self.distrusted.read().map_or(true, |set| set.contains(&org))
+    }
+
+    /// Usage from the state where it answers, else from the events; with the path taken.
+    async fn usage_any(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<(Vec<UsageResult>, UsagePath), UsageQueryError> {
+        let reason = match self.usage_from_state(org, customers, spec, query).await? {
+            Ok((results, edges)) => return Ok((results, UsagePath::Index { edges })),
+            Err(reason) => reason,
+        };
+        let results = self.usage_from_events(org, customers, spec, query).await?;
+        Ok((results, UsagePath::Events(reason)))
+    }
+
+    /// The answer from the usage state (and whether edges were read from the events), or why
+    /// the state does not answer.
+    async fn usage_from_state(
+        &self,
+        org: OrganizationId,
+        customers: &[String],
+        spec: &MetricSpec,
+        query: &UsageQuery,
+    ) -> Result<Result<(Vec<UsageResult>, bool), EventsReason>, UsageQueryError> {
+        if spec.aggregation.kind == AggregationType::CustomSql {
+            return Ok(Err(EventsReason::CustomSql));
+        }
+        if customers.is_empty() {
+            return Ok(Err(EventsReason::NotIndexed));
+        }
+        let plan = match state::plan(&org.to_string(), customers, spec, query)? {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if self.is_distrusted(org) {
+            return Ok(Err(EventsReason::Unverified));
+        }
+        let statement = &plan.statement;
+        let rows = match self.ch.query(&statement.sql, statement.columns()).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                self.paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%err, "usage from the state failed; the events answer");
+                return Ok(Err(EventsReason::NotIndexed));
+            }
+        };
+        // Each row is the window's one group and, once more, its total.
+        let rows = rows
+            .into_iter()
+            .flat_map(|group| {
+                let mut total = group.clone();
+                total[3] = Some("1".to_owned());
+                [group, total]
+            })
+            .collect();
+        match pushdown::assemble(statement, rows, spec, customers, query.group_limit) {
+            Ok(pushdown::Outcome::Answered(results)) => {
+                self.paths.from_state.fetch_add(1, Ordering::Relaxed);
+                Ok(Ok((results, plan.edges)))
+            }
+            Ok(pushdown::Outcome::Fallback(_)) => Ok(Err(EventsReason::Inexact)),
+            Err(pushdown::PushdownError::Usage(err)) => Err(err.into()),
+            Err(err) => {
+                self.paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%err, "usage from the state failed; the events answer");
+                Ok(Err(EventsReason::NotIndexed))
+            }
+        }
+    }
+
     async fn read_events(&self, sql: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = self.ch.query(sql, EVENT_COLUMN_COUNT).await?;
         rows.iter().map(|row| read_event(row)).collect()
@@ -619,7 +728,7 @@ impl EventStore for ClickHouseEventStore {
         spec: &MetricSpec,
         query: &UsageQuery,
     ) -> Result<Vec<UsageResult>, UsageQueryError> {
-        self.inner.usage_from_events(org, customers, spec, query).await
+        Ok(self.inner.usage_any(org, customers, spec, query).await?.0)
     }
 
     async fn usage_answers(
@@ -630,13 +739,13 @@ impl EventStore for ClickHouseEventStore {
         query: &UsageQuery,
         choice: PathChoice,
     ) -> Result<Vec<UsageAnswer>, UsageQueryError> {
-        let reason = match (choice, spec.aggregation.kind) {
-            (PathChoice::Events, _) => EventsReason::Requested,
-            (_, AggregationType::CustomSql) => EventsReason::CustomSql,
-            _ => EventsReason::NotIndexed,
+        let (results, path) = match choice {
+            PathChoice::Events => (
+                self.inner.usage_from_events(org, customers, spec, query).await?,
+                UsagePath::Events(EventsReason::Requested),
+            ),
+            PathChoice::Any => self.inner.usage_any(org, customers, spec, query).await?,
         };
-        let results = self.inner.usage_from_events(org, customers, spec, query).await?;
-        let path = UsagePath::Events(reason);
         Ok(results.into_iter().map(|result| UsageAnswer { result, path }).collect())
     }
 

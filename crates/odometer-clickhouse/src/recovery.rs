@@ -8,7 +8,10 @@
 //!
 //! Inserted batches are kept for the retention, then ClickHouse is asked to count each one's
 //! rows: a batch whose rows are all there is forgotten (its claims stay); one that lost rows
-//! (a ClickHouse crash before its parts reached the disk) is inserted again first.
+//! (a ClickHouse crash before its parts reached the disk) is inserted again first. Before a
+//! batch is forgotten its marker in the usage state ([`crate::state`]) must count its events
+//! too; when it does not (the crash kept one of the two parts and not the other, or the view
+//! saw a row twice) the organization's usage is no longer answered from the state.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -90,6 +93,7 @@ pub async fn verify_retained(inner: &Inner, older_than: Duration) -> Result<(), 
         }
         let mut verified = Vec::new();
         for (org, batches) in by_org {
+            let mut checked = Vec::new();
             let ids: Vec<String> = batches.iter().map(|(id, _)| id.to_string()).collect();
             let counted: HashMap<i64, u64> = inner
                 .ch
@@ -131,14 +135,51 @@ pub async fn verify_retained(inner: &Inner, older_than: Duration) -> Result<(), 
                         "a batch has more rows in clickhouse than events"
                     );
                 }
-                verified.push(id);
+                checked.push((id, events));
             }
+            check_state_markers(inner, org, &checked).await?;
+            verified.extend(checked.iter().map(|(id, _)| *id));
         }
         inner.ledger.forget_batches(&verified).await?;
         if (retained.len() as i64) < ROUND {
             return Ok(());
         }
     }
+}
+
+/// Compares what the usage state saw of each batch with its events; on any difference the
+/// organization is no longer answered from the state.
+async fn check_state_markers(
+    inner: &Inner,
+    org: OrganizationId,
+    batches: &[(i64, u64)],
+) -> Result<(), StoreError> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = batches.iter().map(|(id, _)| *id).collect();
+    let seen: HashMap<i64, u64> = inner
+        .ch
+        .query(&crate::state::markers_sql(&org.to_string(), &ids), 2)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let id = row[0].as_deref()?.parse().ok()?;
+            let count = row[1].as_deref()?.parse().ok()?;
+            Some((id, count))
+        })
+        .collect();
+    for &(id, events) in batches {
+        let saw = seen.get(&id).copied().unwrap_or(0);
+        if saw != events {
+            let reason = format!("batch {id}: the usage state saw {saw} of its {events} events");
+            tracing::error!(%org, batch = id, saw, events, "the usage state differs from the events; the organization's usage is answered from the events from now on");
+            inner.ledger.distrust(org, &reason).await?;
+            inner.refresh_distrusted().await?;
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The background loops: pending batches every `interval`, retained ones every minute. They
@@ -156,6 +197,10 @@ pub fn start(
                 let Some(inner) = weak.upgrade() else { return };
                 if let Err(err) = recover_pending(&inner, Duration::from_secs(1)).await {
                     tracing::warn!(%err, "recovering pending batches failed; retrying");
+                }
+                // Another replica may have found an organization's usage state wrong.
+                if let Err(err) = inner.refresh_distrusted().await {
+                    tracing::warn!(%err, "reading the organizations the usage state does not answer for failed");
                 }
             }
         })

@@ -1,4 +1,5 @@
-//! The ClickHouse side of the store: one database, one `events` table.
+//! The ClickHouse side of the store: one database, the `events` table, and the per-bucket
+//! usage state a materialized view keeps from it ([`crate::state`]).
 //!
 //! Designed for the 18.16 server this project is tested with, which has no `DateTime64`, no
 //! `Map`, no JSON type or `JSONExtract`, no insert deduplication on a plain MergeTree and no
@@ -58,7 +59,9 @@ pub fn major_version(version: &str) -> Option<u32> {
 }
 
 /// Creates what is missing; refuses servers older than the one the store is written for.
-pub async fn create(ch: &ClickHouse, version: &str) -> Result<(), StoreError> {
+/// Answers whether the usage state (its table or its view) was missing: events inserted
+/// before then are not in it.
+pub async fn create(ch: &ClickHouse, version: &str) -> Result<bool, StoreError> {
     match major_version(version) {
         Some(major) if major >= 18 => {}
         _ => {
@@ -67,10 +70,19 @@ pub async fn create(ch: &ClickHouse, version: &str) -> Result<(), StoreError> {
             )))
         }
     }
-    for statement in statements(ch.database()) {
+    let database = ch.database();
+    for statement in statements(database) {
         ch.execute(&statement).await?;
     }
-    Ok(())
+    let mut complete = true;
+    for table in ["usage_state", "usage_state_view"] {
+        let exists = ch.query(&format!("EXISTS TABLE {database}.{table}"), 1).await?;
+        complete &= exists.first().and_then(|row| row[0].as_deref()) == Some("1");
+    }
+    for statement in crate::state::statements(database) {
+        ch.execute(&statement).await?;
+    }
+    Ok(!complete)
 }
 
 #[cfg(test)]

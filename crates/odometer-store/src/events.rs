@@ -92,6 +92,9 @@ pub enum EventsReason {
     Removals,
     /// Values too large for the state to guarantee exact sums.
     Inexact,
+    /// The state disagreed with the events it was checked against (server mode, after a
+    /// crash of the ClickHouse machine), so it no longer answers for this organization.
+    Unverified,
 }
 
 impl EventsReason {
@@ -105,6 +108,7 @@ impl EventsReason {
             Self::Unaligned => "unaligned_windows",
             Self::Removals => "removals",
             Self::Inexact => "inexact",
+            Self::Unverified => "unverified_state",
         }
     }
 }
