@@ -50,7 +50,17 @@ impl Inserter {
                 for request in &batch {
                     rows.push_str(&request.rows);
                 }
+                let started = std::time::Instant::now();
                 let result = ch.insert_tsv("events", INSERT_COLUMNS, rows).await;
+                if result.is_ok() {
+                    // The embedded store's families, for the insert that makes events durable
+                    // and readable here (the ledger's commit came before it).
+                    metrics::histogram!("odometer_append_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("odometer_append_batch_events").record(count as f64);
+                    metrics::histogram!("odometer_append_requests_merged")
+                        .record(batch.len() as f64);
+                }
                 for request in batch {
                     let _ = request.reply.send(result.clone());
                 }

@@ -307,28 +307,31 @@ impl Inner {
         if self.is_distrusted(org) {
             return Ok(Err(EventsReason::Unverified));
         }
-        let statement = &plan.statement;
-        let rows = match self.ch.query(&statement.sql, statement.columns()).await {
-            Ok(rows) => rows,
-            Err(err) => {
-                self.paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%err, "usage from the state failed; the events answer");
-                return Ok(Err(EventsReason::NotIndexed));
+        let edges = async {
+            match &plan.edges_sql {
+                Some(sql) => self.ch.query(sql, state::EDGE_COLUMNS).await,
+                None => Ok(Vec::new()),
             }
         };
-        // Each row is the window's one group and, once more, its total.
-        let rows = rows
-            .into_iter()
-            .flat_map(|group| {
-                let mut total = group.clone();
-                total[3] = Some("1".to_owned());
-                [group, total]
-            })
-            .collect();
-        match pushdown::assemble(statement, rows, spec, customers, query.group_limit) {
+        let (state_rows, edge_rows) =
+            match tokio::join!(self.ch.query(&plan.state_sql, state::STATE_COLUMNS), edges) {
+                (Ok(state_rows), Ok(edge_rows)) => (state_rows, edge_rows),
+                (Err(err), _) | (_, Err(err)) => {
+                    self.paths.pushdown_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%err, "usage from the state failed; the events answer");
+                    return Ok(Err(EventsReason::NotIndexed));
+                }
+            };
+        let folded = state::fold(&plan, state_rows, edge_rows).and_then(|folded| match folded {
+            Some((statement, rows)) => {
+                pushdown::assemble(&statement, rows, spec, customers, query.group_limit)
+            }
+            None => Ok(pushdown::Outcome::Fallback("a sum a decimal cannot hold")),
+        });
+        match folded {
             Ok(pushdown::Outcome::Answered(results)) => {
                 self.paths.from_state.fetch_add(1, Ordering::Relaxed);
-                Ok(Ok((results, plan.edges)))
+                Ok(Ok((results, plan.edges())))
             }
             Ok(pushdown::Outcome::Fallback(_)) => Ok(Err(EventsReason::Inexact)),
             Err(pushdown::PushdownError::Usage(err)) => Err(err.into()),

@@ -162,8 +162,8 @@ pub struct Statement {
 impl Statement {
     /// A statement of [`crate::state`]: rows in this module's layout, one group per window
     /// (no segmentation, no `group_by`).
-    pub fn folded(sql: String, kind: AggregationType, windows: Vec<Window>) -> Self {
-        Self { sql, kind, windows, segments: vec![Segment::None], group_by: 0 }
+    pub fn folded(kind: AggregationType, windows: Vec<Window>) -> Self {
+        Self { sql: String::new(), kind, windows, segments: vec![Segment::None], group_by: 0 }
     }
 
     /// Columns of each answer row.

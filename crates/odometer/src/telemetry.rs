@@ -55,7 +55,7 @@ fn describe() {
     describe_histogram!(
         "odometer_append_batch_events",
         Unit::Count,
-        "events stored per durable append (one group commit of the embedded store)"
+        "events stored per durable append (a group commit of the embedded store's log, or one ClickHouse insert in server mode)"
     );
     describe_histogram!(
         "odometer_append_requests_merged",
