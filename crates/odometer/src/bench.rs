@@ -418,8 +418,9 @@ async fn measure_rebuild(
         if total != expected {
             bail!("after the update q1 answered {total} ({path}), the new revision's total is {expected}");
         }
-        // Without an index (server mode) the first answer is the new revision's, from the
-        // events.
+        // In server mode the state does not depend on the metric (nothing is rebuilt) and a
+        // filtered metric is answered from the events: the first answer is the new
+        // revision's.
         if path.starts_with("index") || !indexed {
             return Ok(Rebuild {
                 millis: updated.elapsed().as_secs_f64() * 1000.0,
@@ -812,7 +813,7 @@ async fn run_on(
         "-",
         "",
         if server_mode {
-            "n/a: no usage index in server mode; the first answer is the new revision's"
+            "n/a: the server-mode state is per property, not per metric: nothing to rebuild; the first answer is the new revision's"
         } else {
             verdict(rebuild.millis, (30_000.0, 2_000.0), true)
         }
