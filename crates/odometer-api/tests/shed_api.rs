@@ -114,3 +114,47 @@ async fn the_native_api_limits_each_key_with_its_own_bucket() {
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert_eq!(get(&b.secret).await.unwrap().status(), 200, "another key has its own bucket");
 }
+
+/// Every route of every surface is bounded as decided here, and a route added to the routers
+/// (the inventory is checked against them) fails this test until it is decided: ingest,
+/// usage question (reads that fold events), or neither (small reads and writes).
+#[test]
+fn every_route_is_classified_as_decided() {
+    use axum::http::Method;
+    use shed::Kind::{Ingest, Query};
+    let ingest = [
+        "/v1/events",
+        "/v1/events/ndjson",
+        "/lago/api/v1/events",
+        "/lago/api/v1/events/batch",
+        "/meteroid/api/v1/events/ingest",
+        "/zenskar/usage/{api_slug}",
+    ];
+    let questions = [
+        "/v1/usage",
+        "/v1/metrics/{id_or_code}/preview",
+        "/v1/subscriptions/{external_id}/usage",
+        "/lago/api/v1/customers/{external_id}/current_usage",
+        "/lago/api/v1/events/estimate_fees",
+        "/meteroid/api/v1/usage/customer/{id}",
+        "/meteroid/api/v1/usage/subscription/{id}",
+        "/meteroid/api/v1/usage/summary",
+        "/zenskar/aggregates/estimates",
+    ];
+    let mut seen = (0, 0);
+    for (method, route, _) in support::routes::inventory() {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let expected = if method == Method::POST && ingest.contains(&route) {
+            seen.0 += 1;
+            Some(Ingest)
+        } else if questions.contains(&route) {
+            seen.1 += 1;
+            Some(Query)
+        } else {
+            None
+        };
+        assert_eq!(shed::classify(&method, route), expected, "{method} {route}");
+    }
+    // Every route named above is still in the inventory.
+    assert_eq!(seen, (ingest.len(), questions.len()));
+}
