@@ -180,11 +180,16 @@ pub fn plan(
     spec: &MetricSpec,
     query: &UsageQuery,
 ) -> Result<Result<Statement, &'static str>, UsageError> {
+    Ok(statement(org, customers, spec, query, checked_windows(spec, query)?))
+}
+
+/// The question's windows, once its `group_by` keys are checked: the errors the reference
+/// engine gives first, whichever path answers.
+pub fn checked_windows(spec: &MetricSpec, query: &UsageQuery) -> Result<Vec<Window>, UsageError> {
     if let Some(key) = query.group_by.iter().find(|key| !spec.group_by.contains(key)) {
         return Err(UsageError::UnknownGroupKey { key: key.clone() });
     }
-    let cuts = windows(query.from, query.to, query.window, query.timezone)?;
-    Ok(statement(org, customers, spec, query, cuts))
+    windows(query.from, query.to, query.window, query.timezone)
 }
 
 fn statement(

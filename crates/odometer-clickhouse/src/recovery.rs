@@ -95,25 +95,16 @@ pub async fn verify_retained(inner: &Inner, older_than: Duration) -> Result<(), 
         for (org, batches) in by_org {
             let mut checked = Vec::new();
             let ids: Vec<String> = batches.iter().map(|(id, _)| id.to_string()).collect();
-            let counted: HashMap<i64, u64> = inner
-                .ch
-                .query(
-                    &format!(
-                        "SELECT batch, count() FROM events WHERE org = {} AND batch IN ({}) \
-                         GROUP BY batch",
-                        literal(&org.to_string()),
-                        ids.join(", ")
-                    ),
-                    2,
-                )
-                .await?
-                .into_iter()
-                .filter_map(|row| {
-                    let id = row[0].as_deref()?.parse().ok()?;
-                    let count = row[1].as_deref()?.parse().ok()?;
-                    Some((id, count))
-                })
-                .collect();
+            let counted = batch_counts(
+                inner,
+                &format!(
+                    "SELECT batch, count() FROM events WHERE org = {} AND batch IN ({}) \
+                     GROUP BY batch",
+                    literal(&org.to_string()),
+                    ids.join(", ")
+                ),
+            )
+            .await?;
             for (id, events) in batches {
                 let count = counted.get(&id).copied().unwrap_or(0);
                 if count < events {
@@ -147,6 +138,21 @@ pub async fn verify_retained(inner: &Inner, older_than: Duration) -> Result<(), 
     }
 }
 
+/// A `SELECT batch, count` statement's answer by batch.
+async fn batch_counts(inner: &Inner, sql: &str) -> Result<HashMap<i64, u64>, StoreError> {
+    Ok(inner
+        .ch
+        .query(sql, 2)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let id = row[0].as_deref()?.parse().ok()?;
+            let count = row[1].as_deref()?.parse().ok()?;
+            Some((id, count))
+        })
+        .collect())
+}
+
 /// Compares what the usage state saw of each batch with its events; on any difference the
 /// organization is no longer answered from the state.
 async fn check_state_markers(
@@ -158,17 +164,7 @@ async fn check_state_markers(
         return Ok(());
     }
     let ids: Vec<i64> = batches.iter().map(|(id, _)| *id).collect();
-    let seen: HashMap<i64, u64> = inner
-        .ch
-        .query(&crate::state::markers_sql(&org.to_string(), &ids), 2)
-        .await?
-        .into_iter()
-        .filter_map(|row| {
-            let id = row[0].as_deref()?.parse().ok()?;
-            let count = row[1].as_deref()?.parse().ok()?;
-            Some((id, count))
-        })
-        .collect();
+    let seen = batch_counts(inner, &crate::state::markers_sql(&org.to_string(), &ids)).await?;
     for &(id, events) in batches {
         let saw = seen.get(&id).copied().unwrap_or(0);
         if saw != events {

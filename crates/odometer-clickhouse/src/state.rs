@@ -20,7 +20,7 @@
 //! answered from it (its questions go to the events, exact; see [`crate::ledger`]'s
 //! `usage_state_distrust`).
 
-use odometer_core::engine::{windows, Window};
+use odometer_core::engine::Window;
 use odometer_core::metric::{AggregationType, MetricSpec};
 use odometer_core::usage::{UsageError, UsageQuery};
 use odometer_store::events::EventsReason;
@@ -131,11 +131,7 @@ pub fn plan(
     spec: &MetricSpec,
     query: &UsageQuery,
 ) -> Result<Result<StatePlan, EventsReason>, UsageError> {
-    if let Some(key) = query.group_by.iter().find(|key| !spec.group_by.contains(key)) {
-        return Err(UsageError::UnknownGroupKey { key: key.clone() });
-    }
-    let cuts = windows(query.from, query.to, query.window, query.timezone)?;
-    Ok(statements_for(org, customers, spec, query, cuts))
+    Ok(statements_for(org, customers, spec, query, pushdown::checked_windows(spec, query)?))
 }
 
 fn statements_for(
@@ -254,6 +250,9 @@ fn statements_for(
     Ok(StatePlan { state_sql, edges_sql, kind, windows: cuts })
 }
 
+/// A row of an answer, as the ClickHouse client gives it.
+type Row = Vec<Option<String>>;
+
 /// One (customer, window) folded from the state's rows and the edges'.
 #[derive(Debug, Default)]
 struct Folded {
@@ -287,9 +286,9 @@ impl Folded {
 /// `None` when a sum does not fit an exact decimal here (the events answer instead).
 pub fn fold(
     plan: &StatePlan,
-    state_rows: Vec<Vec<Option<String>>>,
-    edge_rows: Vec<Vec<Option<String>>>,
-) -> Result<Option<(Statement, Vec<Vec<Option<String>>>)>, pushdown::PushdownError> {
+    state_rows: Vec<Row>,
+    edge_rows: Vec<Row>,
+) -> Result<Option<(Statement, Vec<Row>)>, pushdown::PushdownError> {
     let shape = |what: &str| pushdown::PushdownError::Shape(what.to_owned());
     let text = |row: &[Option<String>], i: usize| -> Result<String, pushdown::PushdownError> {
         row.get(i).cloned().flatten().ok_or_else(|| shape("a NULL in the state's answer"))

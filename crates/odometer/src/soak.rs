@@ -373,46 +373,17 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
                 let body = serde_json::to_vec(&json!({"events": workload.batch(b, size)}))?;
                 // Until it is acknowledged (or the soak ends): 429 means "later", as promised.
                 while !stop.load(Ordering::SeqCst) {
-                    let sent = Instant::now();
-                    let response = http
+                    let request = http
                         .post(format!("{base}/v1/events"))
                         .bearer_auth(&key)
                         .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    let response = match response {
-                        Ok(r) => r,
-                        Err(err) => {
-                            tally.failure(format!("ingest: {err:?}"));
-                            continue 'batches;
-                        }
-                    };
-                    let status = response.status();
-                    tally.status("ingest", status.as_u16());
-                    if status.as_u16() == 429 {
-                        note_429(&tally, started, pid);
-                        tokio::time::sleep(retry_after(&response)).await;
-                        continue;
-                    }
-                    let bytes = match response.bytes().await {
-                        Ok(bytes) => bytes,
-                        Err(err) => {
-                            tally.failure(format!("ingest answer: {err}"));
-                            continue 'batches;
-                        }
-                    };
-                    if status.is_server_error() {
-                        note_5xx(&tally, "ingest", status, &bytes);
-                        continue 'batches;
-                    }
-                    if !status.is_success() {
-                        bail!(
-                            "an ingest batch answered {status}: {}",
-                            String::from_utf8_lossy(&bytes)
-                        );
-                    }
-                    tally.latency("ingest", sent.elapsed());
+                        .body(body.clone());
+                    let bytes =
+                        match exchange(&tally, request, "ingest", "ingest", started, pid).await? {
+                            Exchange::Shed => continue,
+                            Exchange::Failed => continue 'batches,
+                            Exchange::Answered(bytes) => bytes,
+                        };
                     let counts: IngestCounts = serde_json::from_slice(&bytes)
                         .context("an ingest answer without counts")?;
                     tally.accepted.fetch_add(counts.accepted, Ordering::SeqCst);
@@ -441,35 +412,8 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
                     2 => ("q4", format!("{base}/v1/usage?metric=api_calls_by_region&customer={customer}&{PERIOD}")),
                     _ => ("invoice_page", format!("{base}/v1/usage?metric=api_calls&{PERIOD}&limit=100")),
                 };
-                let sent = Instant::now();
-                let response = match http.get(&url).bearer_auth(&key).send().await {
-                    Ok(r) => r,
-                    Err(err) => {
-                        tally.failure(format!("{kind}: {err:?}"));
-                        continue;
-                    }
-                };
-                let status = response.status();
-                tally.status("query", status.as_u16());
-                if status.as_u16() == 429 {
-                    note_429(&tally, started, pid);
-                    tokio::time::sleep(retry_after(&response)).await;
-                    continue;
-                }
-                let bytes = match response.bytes().await {
-                    Ok(bytes) => bytes,
-                    Err(err) => {
-                        tally.failure(format!("{kind} answer: {err}"));
-                        continue;
-                    }
-                };
-                if status.is_server_error() {
-                    note_5xx(&tally, kind, status, &bytes);
-                } else if !status.is_success() {
-                    bail!("{kind} answered {status}: {}", String::from_utf8_lossy(&bytes));
-                } else {
-                    tally.latency(kind, sent.elapsed());
-                }
+                exchange(&tally, http.get(&url).bearer_auth(&key), "query", kind, started, pid)
+                    .await?;
             }
             Ok(())
         }));
@@ -542,6 +486,59 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
         ingest_bound,
         query_bound,
     })
+}
+
+/// What became of one request.
+enum Exchange {
+    /// A success, with its body.
+    Answered(axum::body::Bytes),
+    /// 429: waited for its `retry-after`; send it again.
+    Shed,
+    /// No answer, or a 5xx (both counted as failures of the soak).
+    Failed,
+}
+
+/// Sends `request`, counts its status under `family` (`ingest`, `query`) and its latency under
+/// `kind`; waits out a 429's `retry-after`. Any other 4xx is a bug of the soak itself: an error.
+async fn exchange(
+    tally: &Tally,
+    request: reqwest::RequestBuilder,
+    family: &str,
+    kind: &'static str,
+    started: Instant,
+    pid: u32,
+) -> anyhow::Result<Exchange> {
+    let sent = Instant::now();
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => {
+            tally.failure(format!("{kind}: {err:?}"));
+            return Ok(Exchange::Failed);
+        }
+    };
+    let status = response.status();
+    tally.status(family, status.as_u16());
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        note_429(tally, started, pid);
+        tokio::time::sleep(retry_after(&response)).await;
+        return Ok(Exchange::Shed);
+    }
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tally.failure(format!("{kind} answer: {err:?}"));
+            return Ok(Exchange::Failed);
+        }
+    };
+    if status.is_server_error() {
+        note_5xx(tally, kind, status, &bytes);
+        return Ok(Exchange::Failed);
+    }
+    if !status.is_success() {
+        bail!("{kind} answered {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    tally.latency(kind, sent.elapsed());
+    Ok(Exchange::Answered(bytes))
 }
 
 fn note_429(tally: &Tally, started: Instant, pid: u32) {
