@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Where to write the JSON results
     #[arg(long, default_value = "bench-results.json")]
     pub output: PathBuf,
+    /// Where to write what `GET /metrics` shows after the run (the instance's requests, events,
+    /// appends, usage paths, sizes and memory, in the Prometheus text format)
+    #[arg(long, default_value = "bench-metrics.prom")]
+    pub metrics_output: PathBuf,
     /// Also measure DuckDB itself on the same events: the script (`scripts/bench-duckdb`) is
     /// given them as CSV and answers its load rate and query times as JSON
     #[arg(long)]
@@ -189,6 +193,21 @@ async fn start_instance(place: &Place, replicas: usize) -> anyhow::Result<(Insta
     }
     let first = first.ok_or_else(|| anyhow::anyhow!("no replica started"))?;
     Ok((instance, first))
+}
+
+/// Waits until the embedded store of `place` released its files: it closes when its last
+/// handle goes, and a request's task can outlive the server by a moment.
+async fn wait_until_closed(place: &Place) -> anyhow::Result<()> {
+    let Place::Directory(dir) = place else { return Ok(()) };
+    let events_path = dir.join("events.duckdb");
+    let closing = Instant::now();
+    while DuckEventStore::in_use(&events_path)? {
+        if closing.elapsed() > Duration::from_secs(120) {
+            bail!("the event store did not close within 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Fresh databases for the run on the servers of `mode` (dropped by [`drop_databases`]).
@@ -444,12 +463,18 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     {
         bail!("--batch-size must be 1 to 10000, --connections and --customers at least 1");
     }
+    if args.customers <= 100 {
+        // q1, q2 and q4 ask about the customer of rank 100.
+        bail!("--customers must be above 100: the query suite asks about the customer of rank 100");
+    }
     let event_count = args.event_count()?;
     let mode = args.mode()?;
     if args.replicas == 0 || (args.replicas > 1 && matches!(mode, Mode::Embedded)) {
         bail!("--replicas above 1 needs server mode (--catalog and --events), and at least 1");
     }
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    // The same recorder `serve --metrics-listen` installs: the run ends with its scrape.
+    let metrics = crate::telemetry::install()?;
     let workload = Arc::new(Workload::new(event_count, args.customers, args.seed));
     let (place, databases) = match &mode {
         Mode::Embedded => (Place::Directory(dir.path().to_owned()), None),
@@ -470,6 +495,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if cfg!(debug_assertions) { "dev" } else { "release" }
     );
     let result = run_on(args, &workload, &place, dir.path(), event_count).await;
+    if result.is_ok() {
+        // Before the directory goes: the store sizes are read from it.
+        crate::telemetry::record_gauges(matches!(mode, Mode::Embedded).then(|| dir.path()));
+        metrics.run_upkeep();
+        std::fs::write(&args.metrics_output, metrics.render())
+            .with_context(|| format!("cannot write {}", args.metrics_output.display()))?;
+        println!("/metrics after the run written to {}", args.metrics_output.display());
+    }
     if let (Mode::Server { catalog, events }, Some(name)) = (&mode, &databases) {
         if let Err(err) = drop_databases(catalog, events, name).await {
             eprintln!("bench: could not drop the databases {name}: {err:#}");
@@ -673,18 +706,8 @@ async fn run_on(
     let closing = Instant::now();
     drop(events);
     drop(stores);
-    // The embedded store closes when its last handle goes (a request's task can outlive the
-    // server by a moment): wait until it released its files, so the reopen is a cold start on
-    // complete files, never a second store beside the first.
-    if let Place::Directory(dir) = place {
-        let events_path = dir.join("events.duckdb");
-        while DuckEventStore::in_use(&events_path)? {
-            if closing.elapsed() > Duration::from_secs(120) {
-                bail!("the event store did not close within 2 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    // The reopen must be a cold start on complete files, never a second store beside the first.
+    wait_until_closed(place).await?;
     let close_ms = closing.elapsed().as_secs_f64() * 1000.0;
     let cold = Instant::now();
     let (instance, stores) = start_instance(place, 1).await?;
@@ -698,6 +721,8 @@ async fn run_on(
     }
     instance.stop().await?;
     drop(stores);
+    // Closed (its snapshot written) before the directory is removed.
+    wait_until_closed(place).await?;
 
     let duckdb = match &args.duckdb_script {
         Some(script) if !server_mode => {

@@ -123,7 +123,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen for /metrics on {addr}"))
 }
 
-fn record_gauges(data_dir: Option<&Path>) {
+/// Sets the gauges read at each scrape: process memory, and the embedded store's file sizes.
+pub fn record_gauges(data_dir: Option<&Path>) {
     if let Some(bytes) = proc_status_bytes("VmRSS:") {
         metrics::gauge!("odometer_process_resident_memory_bytes").set(bytes as f64);
     }

@@ -194,3 +194,56 @@ fn metrics_must_not_share_the_api_address() {
     assert_eq!(status, 2, "{stderr}");
     assert!(stderr.contains("metrics_listen must differ from listen"), "{stderr}");
 }
+
+#[test]
+fn a_bench_run_leaves_what_metrics_shows_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let scraped = dir.path().join("bench.prom");
+    let (status, stdout, stderr) = support::run(
+        support::odometer(dir.path()).args([
+            "bench",
+            "--events",
+            "20000",
+            "--customers",
+            "200",
+            "--repeats",
+            "2",
+            "--output",
+            dir.path().join("bench.json").to_str().unwrap(),
+            "--metrics-output",
+            scraped.to_str().unwrap(),
+        ]),
+        None,
+    );
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("no snapshot written"),
+        "the store closed after its directory went: {stderr}"
+    );
+    let samples = parse(&std::fs::read_to_string(&scraped).unwrap());
+    for family in [
+        "odometer_http_requests_total",
+        "odometer_http_request_duration_seconds_count",
+        "odometer_events_total",
+        "odometer_append_batch_events_count",
+        "odometer_append_requests_merged_count",
+        "odometer_append_commit_seconds_count",
+        "odometer_usage_answers_total",
+        "odometer_store_bytes",
+        "odometer_process_resident_memory_bytes",
+        "odometer_process_peak_resident_memory_bytes",
+    ] {
+        assert!(samples.iter().any(|s| s.name == family), "{family} is missing");
+    }
+    // The numbers are the run's: 20 batches of 1,000 new events, each answered 200.
+    assert_eq!(value(&samples, "odometer_events_total", &[("outcome", "accepted")]), 20_000.0);
+    let ingested = value(
+        &samples,
+        "odometer_http_requests_total",
+        &[("route", "/v1/events"), ("method", "POST"), ("status", "200")],
+    );
+    assert_eq!(ingested, 20.0);
+    assert!(
+        value(&samples, "odometer_usage_answers_total", &[("path", "index"), ("reason", "")]) > 0.0
+    );
+}
