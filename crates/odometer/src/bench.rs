@@ -212,7 +212,18 @@ async fn wait_until_closed(place: &Place) -> anyhow::Result<()> {
 
 /// Fresh databases for the run on the servers of `mode` (dropped by [`drop_databases`]).
 async fn create_databases(catalog: &str, events: &str) -> anyhow::Result<(Place, String)> {
-    let name = format!("odometer_bench_{:016x}", rand::random::<u64>());
+    let (catalog, events, name) = fresh_databases(catalog, events, "bench").await?;
+    Ok((Place::Servers { catalog, events }, name))
+}
+
+/// A fresh PostgreSQL database on the `catalog` server (the ClickHouse one is made by the
+/// store at start): their URLs and their name, for [`drop_databases`].
+pub(crate) async fn fresh_databases(
+    catalog: &str,
+    events: &str,
+    purpose: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let name = format!("odometer_{purpose}_{:016x}", rand::random::<u64>());
     postgres_statement(catalog, &format!("CREATE DATABASE {name}")).await?;
     let with_database = |url: &str| -> anyhow::Result<String> {
         let mut parsed =
@@ -220,11 +231,10 @@ async fn create_databases(catalog: &str, events: &str) -> anyhow::Result<(Place,
         parsed.set_path(&format!("/{name}"));
         Ok(parsed.to_string())
     };
-    let place = Place::Servers { catalog: with_database(catalog)?, events: with_database(events)? };
-    Ok((place, name))
+    Ok((with_database(catalog)?, with_database(events)?, name))
 }
 
-async fn drop_databases(catalog: &str, events: &str, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_databases(catalog: &str, events: &str, name: &str) -> anyhow::Result<()> {
     let url = odometer_clickhouse::ClickHouseUrl::parse(events).map_err(anyhow::Error::msg)?;
     odometer_clickhouse::ClickHouse::new(url)?
         .execute(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -234,8 +244,11 @@ async fn drop_databases(catalog: &str, events: &str, name: &str) -> anyhow::Resu
 
 /// Runs one statement that cannot run in a transaction (`CREATE DATABASE`) on the server.
 async fn postgres_statement(url: &str, sql: &str) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url)
+    use sqlx::{ConnectOptions, Connection};
+    // `CREATE DATABASE` takes a second or so: not worth sqlx's slow-statement warning.
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().with_context(|| format!("bad URL {}", redacted(url)))?;
+    let mut conn = sqlx::PgConnection::connect_with(&options.disable_statement_logging())
         .await
         .with_context(|| format!("cannot connect to {}", redacted(url)))?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await?;

@@ -65,6 +65,13 @@ pub struct SoakArgs {
     /// Seed of the workload
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Server mode: soak a replica on fresh databases made on this PostgreSQL server (and on
+    /// the --clickhouse one), dropped after the run
+    #[arg(long, value_name = "postgres://...", requires = "clickhouse")]
+    pub catalog: Option<String>,
+    /// Server mode: the ClickHouse server of the fresh event store (with --catalog)
+    #[arg(long, value_name = "clickhouse://...", requires = "catalog")]
+    pub clickhouse: Option<String>,
     /// Where to write the JSON results
     #[arg(long, default_value = "soak-results.json")]
     pub output: PathBuf,
@@ -111,9 +118,9 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `odometer serve` on free ports and waits for its address, metrics address and
-    /// first key.
-    fn start(args: &SoakArgs) -> anyhow::Result<Self> {
+    /// Starts `odometer serve` on free ports (a server-mode replica when `servers` names its
+    /// catalog and event store) and waits for its address, metrics address and first key.
+    fn start(args: &SoakArgs, servers: Option<(&str, &str)>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let exe = std::env::current_exe().context("cannot find this binary")?;
         let mut command = Command::new(exe);
@@ -125,10 +132,15 @@ impl Server {
             .env_remove("ODOMETER_CATALOG")
             .env_remove("ODOMETER_EVENTS")
             .env_remove("ODOMETER_CONFIG")
+            .env_remove("ODOMETER_MAX_INGEST_IN_FLIGHT")
+            .env_remove("ODOMETER_MAX_QUERIES_IN_FLIGHT")
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((catalog, events)) = servers {
+            command.env("ODOMETER_CATALOG", catalog).env("ODOMETER_EVENTS", events);
+        }
         if let Some(n) = args.max_ingest_in_flight {
             command.env("ODOMETER_MAX_INGEST_IN_FLIGHT", n.to_string());
         }
@@ -210,6 +222,14 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// The mode soaked, for the reports.
+fn mode_of(servers: Option<(&str, &str)>) -> &'static str {
+    match servers {
+        Some(_) => "server mode: PostgreSQL + ClickHouse, one replica; its memory is the replica's",
+        None => "embedded",
     }
 }
 
@@ -305,14 +325,32 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
              --batch-size 1 to 10000"
         );
     }
+    let databases = match (&args.catalog, &args.clickhouse) {
+        (Some(catalog), Some(events)) => {
+            Some(crate::bench::fresh_databases(catalog, events, "soak").await?)
+        }
+        _ => None,
+    };
+    let result = soak(args, databases.as_ref().map(|(c, e, _)| (c.as_str(), e.as_str()))).await;
+    if let (Some(catalog), Some(events), Some((_, _, name))) =
+        (&args.catalog, &args.clickhouse, &databases)
+    {
+        if let Err(err) = crate::bench::drop_databases(catalog, events, name).await {
+            eprintln!("soak: could not drop the databases {name}: {err:#}");
+        }
+    }
+    result
+}
+
+async fn soak(args: &SoakArgs, servers: Option<(&str, &str)>) -> anyhow::Result<()> {
     let limits = odometer_api::Limits::default();
     let ingest_bound = args.max_ingest_in_flight.unwrap_or(limits.shed.max_ingest_in_flight);
     let query_bound = args.max_queries_in_flight.unwrap_or(limits.shed.max_queries_in_flight);
-    let server = Server::start(args)?;
+    let server = Server::start(args, servers)?;
     eprintln!(
         "soak: server {} (pid {}), metrics {}/metrics; {} s of load, {} ingest senders \
          (server admits {ingest_bound} at once), {} query senders (server admits {query_bound}), \
-         {} events of {} customers, memory bound {} MiB ({} build)",
+         {} events of {} customers, memory bound {} MiB ({} build, {})",
         server.base,
         server.pid(),
         server.metrics,
@@ -322,7 +360,8 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
         args.events,
         args.customers,
         args.memory_bound_mib,
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        if cfg!(debug_assertions) { "dev" } else { "release" },
+        mode_of(servers)
     );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.ingest_connections + args.query_connections)
@@ -464,9 +503,11 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
         .await?;
     std::fs::write(&args.metrics_output, &metrics_text)
         .with_context(|| format!("cannot write {}", args.metrics_output.display()))?;
+    // Server mode's stores are other servers: they report their own sizes.
     let missing: Vec<&str> = METRIC_FAMILIES
         .iter()
         .copied()
+        .filter(|family| servers.is_none() || *family != "odometer_store_bytes")
         .filter(|family| !metrics_text.lines().any(|l| l.starts_with(family)))
         .collect();
 
@@ -485,6 +526,8 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
         stop_secs,
         ingest_bound,
         query_bound,
+        mode: mode_of(servers),
+        expected_families: METRIC_FAMILIES.len() - usize::from(servers.is_some()),
     })
 }
 
@@ -633,6 +676,9 @@ struct Report<'a> {
     stop_secs: f64,
     ingest_bound: usize,
     query_bound: usize,
+    mode: &'static str,
+    /// The families `/metrics` must show (server mode has no store sizes of its own).
+    expected_families: usize,
 }
 
 fn report(r: Report<'_>) -> anyhow::Result<()> {
@@ -656,13 +702,14 @@ fn report(r: Report<'_>) -> anyhow::Result<()> {
     println!();
     println!(
         "odometer soak: {:.0} s of load, {} ingest senders (server bound {}), {} query senders \
-         (server bound {}), {} build",
+         (server bound {}), {} build, {}",
         r.load_secs,
         r.args.ingest_connections,
         r.ingest_bound,
         r.args.query_connections,
         r.query_bound,
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        if cfg!(debug_assertions) { "dev" } else { "release" },
+        r.mode
     );
     // New events arrive until the workload is all acknowledged, duplicates after that.
     let new_secs = all_new_at.unwrap_or(r.load_secs);
@@ -723,8 +770,8 @@ fn report(r: Report<'_>) -> anyhow::Result<()> {
     println!("5xx: {server_errors}; requests without an answer: {}", failures.len());
     println!(
         "/metrics after the load: {} of {} families{}",
-        METRIC_FAMILIES.len() - r.missing.len(),
-        METRIC_FAMILIES.len(),
+        r.expected_families - r.missing.len(),
+        r.expected_families,
         if r.missing.is_empty() {
             String::new()
         } else {
@@ -780,6 +827,7 @@ fn report(r: Report<'_>) -> anyhow::Result<()> {
 
     let results = json!({
         "build": if cfg!(debug_assertions) { "dev" } else { "release" },
+        "mode": r.mode,
         "seconds": r.load_secs, "events": r.args.events, "customers": r.args.customers,
         "batch_size": r.args.batch_size,
         "ingest_connections": r.args.ingest_connections, "query_connections": r.args.query_connections,

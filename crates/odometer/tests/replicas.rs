@@ -33,16 +33,6 @@ const EVENTS_PER_BATCH: usize = 20;
 /// Keys are drawn from this many, so batches of different clients overlap.
 const KEYS: usize = 1200;
 
-fn server_url(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test needs real PostgreSQL and ClickHouse servers. Start \
-             them with `scripts/servers start` and export what it prints \
-             (eval \"$(scripts/servers env)\")"
-        )
-    })
-}
-
 fn with_database(url: &str, name: &str) -> String {
     let mut parsed = reqwest::Url::parse(url).unwrap();
     parsed.set_path(&format!("/{name}"));
@@ -59,8 +49,8 @@ struct Databases {
 
 impl Databases {
     fn create() -> Self {
-        let postgres_admin = server_url("ODOMETER_TEST_POSTGRES_URL");
-        let clickhouse_admin = server_url("ODOMETER_TEST_CLICKHOUSE_URL");
+        let postgres_admin = support::server_url("ODOMETER_TEST_POSTGRES_URL");
+        let clickhouse_admin = support::server_url("ODOMETER_TEST_CLICKHOUSE_URL");
         let name = format!("odometer_replicas_{:016x}", rand::random::<u64>());
         postgres(&postgres_admin, &format!("CREATE DATABASE {name}"));
         Self { name, postgres_admin, clickhouse_admin }

@@ -105,3 +105,15 @@ pub fn list_events(
         }
     }
 }
+
+/// A test server's URL from the environment `scripts/servers` prints; panics with what to do
+/// when it is missing (the server-mode tests never pass by skipping).
+pub fn server_url(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: this test needs real PostgreSQL and ClickHouse servers. Start \
+             them with `scripts/servers start` and export what it prints \
+             (eval \"$(scripts/servers env)\")"
+        )
+    })
+}
