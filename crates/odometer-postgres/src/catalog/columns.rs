@@ -4,7 +4,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use odometer_core::OrganizationId;
 use odometer_store::{Entity, StoreError};
@@ -118,6 +118,44 @@ pub(crate) fn page_of<T>(
         None
     };
     odometer_store::Page { items, next_cursor }
+}
+
+/// Adds the cursor's condition to a list query: ids after the cursor's (`column` is the id
+/// column as the query names it); a cursor that is not an id of the kind is
+/// `invalid_cursor`.
+pub(crate) fn push_after<T: ToString>(
+    sql: &mut QueryBuilder<Postgres>,
+    column: &str,
+    cursor: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<()> {
+    if let Some(cursor) = cursor {
+        let after = parse(cursor).ok_or(StoreError::InvalidCursor)?;
+        sql.push(format!(" AND {column} > ")).push_bind(after.to_string());
+    }
+    Ok(())
+}
+
+/// Adds a search's condition to a list query: any of the folded `columns` contains it
+/// (nothing for an absent or empty search).
+pub(crate) fn push_search(
+    sql: &mut QueryBuilder<Postgres>,
+    search: Option<&str>,
+    columns: &[&str],
+) {
+    let Some(search) = search.filter(|s| !s.is_empty()) else { return };
+    let pattern = like_pattern(search);
+    for (i, column) in columns.iter().enumerate() {
+        sql.push(if i == 0 { " AND (" } else { " OR " });
+        sql.push(format!("{column} LIKE ")).push_bind(pattern.clone()).push(" ESCAPE '\\'");
+    }
+    sql.push(")");
+}
+
+/// Ends a list query with its order and `limit` + 1 rows: one more than the page tells
+/// whether there is a next page without a second query (see [`page_of`]).
+pub(crate) fn push_page_end(sql: &mut QueryBuilder<Postgres>, id_column: &str, limit: i64) {
+    sql.push(format!(" ORDER BY {id_column} LIMIT ")).push_bind(limit + 1);
 }
 
 /// Fails with `organization_not_found` unless the organization exists, so that a write for an

@@ -15,8 +15,8 @@ use odometer_core::{time, Customer, CustomerId, CustomerSpec, OrganizationId};
 use odometer_store::{CustomerListParams, Entity, Page, StoreError};
 
 use super::columns::{
-    ensure_organization, fold, from_json, is_unique_violation, like_pattern, page_of, page_size,
-    parse_id, to_json, Failure, Result,
+    ensure_organization, fold, from_json, is_unique_violation, page_of, page_size, parse_id,
+    push_after, push_page_end, push_search, to_json, Failure, Result,
 };
 
 macro_rules! customer_columns {
@@ -137,19 +137,14 @@ pub(crate) async fn list(
         " FROM customers WHERE deleted_at IS NULL AND organization_id = "
     ));
     sql.push_bind(org.to_string());
-    if let Some(cursor) = &params.cursor {
-        let after = CustomerId::parse(cursor).ok_or(StoreError::InvalidCursor)?;
-        sql.push(" AND id > ").push_bind(after.to_string());
-    }
-    if let Some(search) = params.search.as_deref().filter(|s| !s.is_empty()) {
-        let pattern = like_pattern(search);
-        sql.push(" AND (search_external_id LIKE ").push_bind(pattern.clone());
-        sql.push(" ESCAPE '\\' OR search_name LIKE ").push_bind(pattern.clone());
-        sql.push(" ESCAPE '\\' OR search_email LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
-    }
+    push_after(&mut sql, "id", params.cursor.as_deref(), CustomerId::parse)?;
+    push_search(
+        &mut sql,
+        params.search.as_deref(),
+        &["search_external_id", "search_name", "search_email"],
+    );
     let limit = page_size(params.limit);
-    // One more than the page tells whether there is a next page without a second query.
-    sql.push(" ORDER BY id LIMIT ").push_bind(limit + 1);
+    push_page_end(&mut sql, "id", limit);
     let rows: Vec<CustomerRow> = sql.build_query_as().fetch_all(pool).await?;
     let items = rows.into_iter().map(CustomerRow::decode).collect::<Result<Vec<_>>>()?;
     Ok(page_of(items, limit, |c| c.id.to_string()))

@@ -21,8 +21,9 @@ use odometer_store::{
 };
 
 use super::columns::{
-    corrupt, ensure_organization, fold, from_json, is_unique_violation, like_pattern, page_of,
-    page_size, parse_id, parse_revision, revision_column, to_json, Failure, Result,
+    corrupt, ensure_organization, fold, from_json, is_unique_violation, page_of, page_size,
+    parse_id, parse_revision, push_after, push_page_end, push_search, revision_column, to_json,
+    Failure, Result,
 };
 
 macro_rules! metric_columns {
@@ -228,23 +229,15 @@ pub(crate) async fn list(
         " FROM metrics WHERE deleted_at IS NULL AND organization_id = "
     ));
     sql.push_bind(org.to_string());
-    if let Some(cursor) = &params.cursor {
-        let after = MetricId::parse(cursor).ok_or(StoreError::InvalidCursor)?;
-        sql.push(" AND id > ").push_bind(after.to_string());
-    }
-    if let Some(search) = params.search.as_deref().filter(|s| !s.is_empty()) {
-        let pattern = like_pattern(search);
-        sql.push(" AND (search_code LIKE ").push_bind(pattern.clone());
-        sql.push(" ESCAPE '\\' OR search_name LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
-    }
+    push_after(&mut sql, "id", params.cursor.as_deref(), MetricId::parse)?;
+    push_search(&mut sql, params.search.as_deref(), &["search_code", "search_name"]);
     sql.push(match params.archived {
         ArchivedFilter::Active => " AND archived_at IS NULL",
         ArchivedFilter::Archived => " AND archived_at IS NOT NULL",
         ArchivedFilter::All => "",
     });
     let limit = page_size(params.limit);
-    // One more than the page tells whether there is a next page without a second query.
-    sql.push(" ORDER BY id LIMIT ").push_bind(limit + 1);
+    push_page_end(&mut sql, "id", limit);
     let rows: Vec<MetricRow> = sql.build_query_as().fetch_all(pool).await?;
     let items = rows.into_iter().map(MetricRow::decode).collect::<Result<Vec<_>>>()?;
     Ok(page_of(items, limit, |m| m.id.to_string()))

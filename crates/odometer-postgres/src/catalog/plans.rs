@@ -18,8 +18,8 @@ use odometer_core::{MetricId, OrganizationId, Plan, PlanId, PlanSpec};
 use odometer_store::{Entity, Page, PlanListParams, StoreError};
 
 use super::columns::{
-    ensure_organization, fold, from_json, is_unique_violation, like_pattern, page_of, page_size,
-    parse_id, to_json, Failure, Result,
+    ensure_organization, fold, from_json, is_unique_violation, page_of, page_size, parse_id,
+    push_after, push_page_end, push_search, to_json, Failure, Result,
 };
 use super::metrics::{self, RowLock};
 
@@ -200,18 +200,10 @@ pub(crate) async fn list(
         " FROM plans WHERE deleted_at IS NULL AND organization_id = "
     ));
     sql.push_bind(org.to_string());
-    if let Some(cursor) = &params.cursor {
-        let after = PlanId::parse(cursor).ok_or(StoreError::InvalidCursor)?;
-        sql.push(" AND id > ").push_bind(after.to_string());
-    }
-    if let Some(search) = params.search.as_deref().filter(|s| !s.is_empty()) {
-        let pattern = like_pattern(search);
-        sql.push(" AND (search_code LIKE ").push_bind(pattern.clone());
-        sql.push(" ESCAPE '\\' OR search_name LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
-    }
+    push_after(&mut sql, "id", params.cursor.as_deref(), PlanId::parse)?;
+    push_search(&mut sql, params.search.as_deref(), &["search_code", "search_name"]);
     let limit = page_size(params.limit);
-    // One more than the page tells whether there is a next page without a second query.
-    sql.push(" ORDER BY id LIMIT ").push_bind(limit + 1);
+    push_page_end(&mut sql, "id", limit);
     let rows: Vec<PlanRow> = sql.build_query_as().fetch_all(pool).await?;
     let items = rows.into_iter().map(PlanRow::decode).collect::<Result<Vec<_>>>()?;
     Ok(page_of(items, limit, |p| p.id.to_string()))

@@ -23,6 +23,7 @@ use odometer_store::{Entity, Page, StoreError, SubscriptionListParams, Subscript
 
 use super::columns::{corrupt, ensure_organization, is_unique_violation, page_of, page_size};
 use super::columns::{parse_id, Failure, Result};
+use super::columns::{push_after, push_page_end};
 
 /// The columns of a subscription with its customer's external id, from `subscriptions s JOIN
 /// customers c`.
@@ -191,10 +192,7 @@ pub(crate) async fn list(
         " WHERE s.organization_id = "
     ));
     sql.push_bind(org.to_string());
-    if let Some(cursor) = &params.cursor {
-        let after = SubscriptionId::parse(cursor).ok_or(StoreError::InvalidCursor)?;
-        sql.push(" AND s.id > ").push_bind(after.to_string());
-    }
+    push_after(&mut sql, "s.id", params.cursor.as_deref(), SubscriptionId::parse)?;
     if let Some(customer) = &params.customer {
         sql.push(" AND s.customer_id IN (SELECT id FROM customers WHERE organization_id = ");
         sql.push_bind(org.to_string()).push(" AND external_id = ").push_bind(customer.clone());
@@ -213,8 +211,7 @@ pub(crate) async fn list(
         sql.push_bind(now).push("))");
     }
     let limit = page_size(params.limit);
-    // One more than the page tells whether there is a next page without a second query.
-    sql.push(" ORDER BY s.id LIMIT ").push_bind(limit + 1);
+    push_page_end(&mut sql, "s.id", limit);
     let rows: Vec<SubscriptionRow> = sql.build_query_as().fetch_all(pool).await?;
     let items = rows.into_iter().map(|row| row.decode(now)).collect::<Result<Vec<_>>>()?;
     Ok(page_of(items, limit, |s| s.id.to_string()))
