@@ -9,25 +9,11 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    key: String,
-    other_key: String,
-    _stores: support::Stores,
-}
+/// The app with two organizations (see `support::TwoOrgs`), with this file's helpers.
+type TestApp = support::TwoOrgs;
 
 async fn spawn_app() -> TestApp {
-    let stores = support::Stores::new().await;
-    let (a, b) = (stores.organization("acme").await, stores.organization("globex").await);
-    let addr = support::serve(odometer_api::app(stores.state())).await;
-    TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        key: a.secret,
-        other_key: b.secret,
-        _stores: stores,
-    }
+    support::TwoOrgs::spawn().await
 }
 
 impl TestApp {

@@ -49,3 +49,29 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
+
+/// The whole app served on a free port over fresh stores with two organizations, "acme" (the
+/// one tests act as) and "globex" (the one that must see none of it): where most API test
+/// files start. Each file adds its own request helpers in an `impl` block.
+pub struct TwoOrgs {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub key: String,
+    pub other_key: String,
+    pub stores: Stores,
+}
+
+impl TwoOrgs {
+    pub async fn spawn() -> Self {
+        let stores = Stores::new().await;
+        let (a, b) = (stores.organization("acme").await, stores.organization("globex").await);
+        let addr = serve(odometer_api::app(stores.state())).await;
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            key: a.secret,
+            other_key: b.secret,
+            stores,
+        }
+    }
+}
