@@ -143,14 +143,8 @@ fn statements_for(
 ) -> Result<StatePlan, EventsReason> {
     let aggregation = &spec.aggregation;
     let kind = aggregation.kind;
-    let folded = matches!(
-        kind,
-        AggregationType::Count
-            | AggregationType::Sum
-            | AggregationType::Min
-            | AggregationType::Max
-            | AggregationType::Mean
-    );
+    // The state keeps counts, sums, mins and maxes: every SQL aggregate but distinct counts.
+    let folded = kind.is_sql_aggregate() && kind != AggregationType::UniqueCount;
     if !folded
         || (aggregation.recurring && kind.may_recur())
         || aggregation.expression.is_some()

@@ -76,6 +76,16 @@ impl AggregationType {
     pub fn is_additive(self) -> bool {
         matches!(self, Self::Count | Self::Sum)
     }
+
+    /// Whether one SQL aggregate over the events' values computes it (`count`, `sum`, `min`,
+    /// `max`, `mean` as a sum and a count, `unique_count` as a distinct count): what the
+    /// stores push down to their databases. `latest`, `weighted_sum` and `custom_sql` are not.
+    pub fn is_sql_aggregate(self) -> bool {
+        matches!(
+            self,
+            Self::Count | Self::Sum | Self::Min | Self::Max | Self::Mean | Self::UniqueCount
+        )
+    }
 }
 
 /// The SQL of a `custom_sql` metric and the Zenskar documents kept beside it, verbatim.

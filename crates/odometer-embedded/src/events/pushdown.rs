@@ -225,16 +225,7 @@ fn statement(
 ) -> Result<Statement, &'static str> {
     let aggregation = &spec.aggregation;
     let kind = aggregation.kind;
-    let pushable = matches!(
-        kind,
-        AggregationType::Count
-            | AggregationType::Sum
-            | AggregationType::Min
-            | AggregationType::Max
-            | AggregationType::Mean
-            | AggregationType::UniqueCount
-    );
-    if !pushable {
+    if !kind.is_sql_aggregate() {
         return Err("aggregation");
     }
     if aggregation.recurring && kind.may_recur() {
