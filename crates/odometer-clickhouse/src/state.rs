@@ -5,9 +5,10 @@
 //! The state does not depend on any metric: per (organization, event code, customer, 15-minute
 //! UTC bucket) it keeps the number of events and of `wide` rows (`kind` 0), and per top-level
 //! property key that holds numbers the count, exact `Decimal128(10)` sum, min and max of its
-//! numeric values (`kind` 2; text properties make no rows). So every metric, current or future, that counts events or sums, averages or
-//! takes the min or max of a top-level field, without filters, segmentation or `group_by`,
-//! is answered from it with no build step and no revision to track. Windows and periods off
+//! numeric values (`kind` 2; text properties make no rows). So every metric, current or
+//! future, that counts events or sums, averages or takes the min or max of a top-level field,
+//! without filters, segmentation or `group_by`, is answered from it with no build step and no
+//! revision to track. Windows and periods off
 //! the 15-minute grid read their edges from the events; everything else (filters, unique
 //! counts, latest, weighted sums, recurring metrics, expressions, `as_of`) is the pushed-down
 //! statement's or the reference engine's ([`crate::pushdown`]).
@@ -20,13 +21,12 @@
 //! answered from it (its questions go to the events, exact; see [`crate::ledger`]'s
 //! `usage_state_distrust`).
 
+use std::collections::BTreeMap;
+
 use odometer_core::engine::Window;
 use odometer_core::metric::{AggregationType, MetricSpec};
 use odometer_core::usage::{UsageError, UsageQuery};
 use odometer_store::events::EventsReason;
-
-use std::collections::BTreeMap;
-
 use rust_decimal::Decimal;
 
 use crate::escape::{literal, literals};
