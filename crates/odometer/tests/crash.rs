@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use odometer_core::engine::compute_usage;
-use odometer_core::event::{Event, StoredEvent};
 use odometer_core::metric_input::parse_metric_spec;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use odometer_core::MetricSpec;
@@ -104,26 +103,7 @@ fn check_usage(
     what: &str,
 ) {
     for customer in ["customer-0", "customer-1"] {
-        let events: Vec<StoredEvent> = acknowledged
-            .values()
-            .filter(|e| e["customer"] == customer)
-            .enumerate()
-            .map(|(i, e)| StoredEvent {
-                event: Event {
-                    transaction_id: e["transaction_id"].as_str().unwrap().to_owned(),
-                    code: "requests".into(),
-                    customer: customer.into(),
-                    timestamp: chrono::DateTime::parse_from_rfc3339(
-                        e["timestamp"].as_str().unwrap(),
-                    )
-                    .unwrap()
-                    .into(),
-                    properties: e["properties"].as_object().unwrap().clone(),
-                },
-                sequence: i as u64 + 1,
-                ingested_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
-            })
-            .collect();
+        let events = support::sent_events_of(acknowledged, customer, "requests");
         for (query, params) in queries() {
             let expected = compute_usage(spec, &events, &query).unwrap();
             let url = format!("{base}/v1/usage?metric=requests&customer={customer}&{params}");

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use odometer_core::engine::compute_usage;
-use odometer_core::event::{Event, StoredEvent};
 use odometer_core::metric_input::parse_metric_spec;
 use odometer_core::usage::{UsageQuery, WindowSize, DEFAULT_GROUP_LIMIT};
 use serde_json::{json, Value};
@@ -79,19 +78,7 @@ fn sigterm_finishes_the_batches_in_flight_checkpoints_and_exits_0() {
     let base = format!("http://127.0.0.1:{port}");
     let first_log = dir.path().join("first.log");
     let mut child = serve(&data, port, &first_log);
-    let keys = {
-        use std::io::{BufRead, BufReader};
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                    let _ = tx.send(key.to_owned());
-                }
-            }
-        });
-        rx
-    };
+    let keys = support::printed_keys(&mut child);
     support::wait_healthy(&base, Duration::from_secs(60));
     let key = keys.recv_timeout(Duration::from_secs(5)).expect("the first start prints a key");
     let http =
@@ -218,26 +205,7 @@ fn sigterm_finishes_the_batches_in_flight_checkpoints_and_exits_0() {
     // The first question after the restart is answered from the usage index: its state came
     // back from the snapshot written at shutdown (after a crash it would be rebuilt first).
     for customer in ["customer-0", "customer-1"] {
-        let events: Vec<StoredEvent> = stored
-            .values()
-            .filter(|e| e["customer"] == customer)
-            .enumerate()
-            .map(|(i, e)| StoredEvent {
-                event: Event {
-                    transaction_id: e["transaction_id"].as_str().unwrap().to_owned(),
-                    code: "requests".into(),
-                    customer: customer.into(),
-                    timestamp: chrono::DateTime::parse_from_rfc3339(
-                        e["timestamp"].as_str().unwrap(),
-                    )
-                    .unwrap()
-                    .into(),
-                    properties: e["properties"].as_object().unwrap().clone(),
-                },
-                sequence: i as u64 + 1,
-                ingested_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
-            })
-            .collect();
+        let events = support::sent_events_of(&stored, customer, "requests");
         let query = UsageQuery {
             from: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
             to: Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap(),

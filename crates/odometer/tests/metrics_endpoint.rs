@@ -29,20 +29,7 @@ fn metrics_show_every_family_after_real_traffic() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let keys = {
-        use std::io::{BufRead, BufReader};
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Read standard output to the end, so the server never writes to a closed pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                    let _ = tx.send(key.to_owned());
-                }
-            }
-        });
-        rx
-    };
+    let keys = support::printed_keys(&mut child);
     let key = keys.recv_timeout(Duration::from_secs(60)).expect("the first start prints a key");
     support::wait_healthy(&base, Duration::from_secs(60));
     let http = reqwest::blocking::Client::new();

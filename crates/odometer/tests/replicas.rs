@@ -96,7 +96,6 @@ fn spawn_replica(
     port: u16,
     databases: &Databases,
 ) -> (Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, BufReader};
     let mut child = support::odometer(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--catalog", &databases.catalog(), "--events", &databases.events()])
@@ -104,16 +103,8 @@ fn spawn_replica(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(key) = line.split_whitespace().find(|w| w.starts_with("odo_")) {
-                let _ = tx.send(key.to_owned());
-            }
-        }
-    });
-    (child, rx)
+    let keys = support::printed_keys(&mut child);
+    (child, keys)
 }
 
 /// Key `k`'s event: the same content every time it is sent.

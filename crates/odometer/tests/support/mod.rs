@@ -36,7 +36,14 @@ pub fn spawn_server(data_dir: &Path, port: u16) -> (Child, Receiver<String>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let keys = printed_keys(&mut child);
+    (child, keys)
+}
+
+/// Every API key `child` prints on its standard output (piped), as it prints them. Reads the
+/// output to its end, so the server never writes to a closed pipe.
+pub fn printed_keys(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("the child's standard output is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -45,7 +52,34 @@ pub fn spawn_server(data_dir: &Path, port: u16) -> (Child, Receiver<String>) {
             }
         }
     });
-    (child, rx)
+    rx
+}
+
+/// The events of `customer` among `sent` (the JSON bodies sent, by transaction id) as the
+/// reference engine reads them, numbered in the map's order, all of code `code`.
+pub fn sent_events_of(
+    sent: &std::collections::HashMap<String, serde_json::Value>,
+    customer: &str,
+    code: &str,
+) -> Vec<odometer_core::event::StoredEvent> {
+    use chrono::TimeZone;
+    sent.values()
+        .filter(|e| e["customer"] == customer)
+        .enumerate()
+        .map(|(i, e)| odometer_core::event::StoredEvent {
+            event: odometer_core::event::Event {
+                transaction_id: e["transaction_id"].as_str().unwrap().to_owned(),
+                code: code.into(),
+                customer: customer.into(),
+                timestamp: chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap())
+                    .unwrap()
+                    .into(),
+                properties: e["properties"].as_object().unwrap().clone(),
+            },
+            sequence: i as u64 + 1,
+            ingested_at: chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+        })
+        .collect()
 }
 
 /// Waits until `base` answers `/healthz`, for at most `limit`.
